@@ -1,0 +1,3 @@
+from nightwatch.app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,23 @@
+"""Names shared with the world outside: labels, Redis keys, table names."""
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "nightwatch"
+TASK_ID_LABEL = "nightwatch.io/task-id"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+CONTAINER_NAME = "task"
+
+TASK_TABLE = "task"
+LEADER_TABLE = "nightwatch_leader"
+SCHEMA_TABLE = "nightwatch_schema"
+
+
+def redis_lock_key(prefix: str, name: str) -> str:
+    return f"{prefix}lock:{name}"
+
+
+def redis_wake_key(prefix: str, name: str) -> str:
+    """A list a releasing holder pushes to, so standbys blocked in BLPOP wake at once."""
+    return f"{prefix}lock:{name}:released"
+
+
+REDIS_KEY_PREFIX = "nightwatch:"

@@ -1,0 +1,70 @@
+"""One error hierarchy. Adapters translate driver errors into these at the boundary."""
+
+from __future__ import annotations
+
+
+class NightwatchError(Exception):
+    """Root of every error nightwatch raises on purpose."""
+
+
+class ConfigError(NightwatchError):
+    """The configuration is wrong; the message names the key and what is allowed."""
+
+
+class InvalidTaskSpecError(NightwatchError, ValueError):
+    """A task's ``info`` (or name, namespace, image) cannot become a Job. Permanent."""
+
+
+class UnknownStatusError(NightwatchError, ValueError):
+    def __init__(self, status: str) -> None:
+        super().__init__(f"unknown task status {status!r}")
+        self.status = status
+
+
+class IllegalTransitionError(NightwatchError):
+    def __init__(self, current: str, new: str) -> None:
+        super().__init__(f"a task cannot move from {current} to {new}")
+        self.current = current
+        self.new = new
+
+
+class TaskNotFoundError(NightwatchError, KeyError):
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"no task with id {task_id}")
+        self.task_id = task_id
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DuplicateTaskError(NightwatchError):
+    """A task with this (name, namespace) already exists."""
+
+
+class BackendUnavailableError(NightwatchError):
+    """Transient I/O failure of a backend (database, Redis, API server). Retry later."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class JobRejectedError(NightwatchError):
+    """The job backend refused the Job for good (bad name, missing namespace, forbidden)."""
+
+
+class JobConflictError(JobRejectedError):
+    """A Job with this name exists and was not created for this task."""
+
+
+class LeadershipLostError(NightwatchError):
+    """The lock is no longer ours (missing or foreign key on renew)."""
+
+
+class FencedError(NightwatchError):
+    """A write was refused because a newer leadership term (epoch) exists."""
+
+    def __init__(self, name: str, epoch: int) -> None:
+        super().__init__(f"write refused: epoch {epoch} of {name!r} is no longer current")
+        self.name = name
+        self.epoch = epoch

@@ -1,0 +1,124 @@
+"""Tasks, their status and the state machine that governs it."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from nightwatch.domain.errors import IllegalTransitionError, UnknownStatusError
+
+
+class TaskStatus(enum.StrEnum):
+    NORMAL = "Normal"  # waiting to be launched
+    PENDING = "Pending"  # Job created, no pod running yet
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+    @classmethod
+    def parse(cls, value: str) -> TaskStatus:
+        try:
+            return cls(value)
+        except ValueError:
+            raise UnknownStatusError(value) from None
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED})
+IN_FLIGHT = (TaskStatus.PENDING, TaskStatus.RUNNING)
+
+# The whole state machine. Terminal states never change; nothing moves backwards.
+ALLOWED_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
+    TaskStatus.NORMAL: frozenset({TaskStatus.PENDING, TaskStatus.FAILED}),
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.SUCCEEDED, TaskStatus.FAILED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED}),
+    TaskStatus.SUCCEEDED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+}
+
+
+def can_transition(current: TaskStatus, new: TaskStatus) -> bool:
+    return new in ALLOWED_TRANSITIONS[current]
+
+
+def check_transition(current: str, new: str) -> None:
+    """Raise unless ``current -> new`` is an allowed move (unknown statuses never are)."""
+    if not can_transition(TaskStatus.parse(current), TaskStatus.parse(new)):
+        raise IllegalTransitionError(current, new)
+
+
+class JobPhase(enum.StrEnum):
+    """What the job backend says about a task's Job."""
+
+    PENDING = "Pending"  # created (or suspended), nothing running yet
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: JobPhase
+    message: str = ""  # for FAILED: the reason, e.g. "BackoffLimitExceeded: Job has reached ..."
+
+
+_PHASE_TARGET = {
+    JobPhase.PENDING: TaskStatus.PENDING,
+    JobPhase.RUNNING: TaskStatus.RUNNING,
+    JobPhase.SUCCEEDED: TaskStatus.SUCCEEDED,
+    JobPhase.FAILED: TaskStatus.FAILED,
+}
+
+
+def next_status(current: TaskStatus, observed: JobState) -> TaskStatus | None:
+    """The status a task moves to after its Job was observed, or None to leave it.
+
+    Only in-flight tasks follow their Job: a ``Normal`` task is the launcher's business
+    (it adopts an existing Job), and terminal tasks never change.
+    """
+    if current not in IN_FLIGHT:
+        return None
+    target = _PHASE_TARGET[observed.phase]
+    return target if can_transition(current, target) else None
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    name: str
+    namespace: str
+    info: str
+    status: str  # a TaskStatus value, or whatever else the user's system wrote
+    user_id: int = 0
+    message: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def known_status(self) -> TaskStatus | None:
+        try:
+            return TaskStatus(self.status)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class NewTask:
+    name: str
+    namespace: str
+    info: str
+    user_id: int = 0
+    status: str = TaskStatus.NORMAL
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A leadership term: status writes succeed only while ``epoch`` is current for ``name``."""
+
+    name: str
+    epoch: int
