@@ -47,7 +47,9 @@ class InMemoryTaskStore(TaskStore):
     def page(self, statuses: Sequence[str] | None, after_id: int, limit: int) -> list[Task]:
         wanted = None if statuses is None else {str(s) for s in statuses}
         with self._mutex:
-            ids = sorted(i for i, t in self.tasks.items() if i > after_id and (wanted is None or t.status in wanted))
+            ids = sorted(
+                i for i, t in self.tasks.items() if i > after_id and (wanted is None or t.status in wanted)
+            )
             return [self.tasks[i] for i in ids[:limit]]
 
     def count_by_status(self) -> dict[str, int]:

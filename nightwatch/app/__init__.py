@@ -1,0 +1,1 @@
+"""Use cases and runtime: task watcher, registry, scheduler, elector, daemon, container, CLI."""

@@ -1,0 +1,205 @@
+"""The task watcher: launch ``Normal`` tasks as Jobs, then follow in-flight Jobs (DESIGN §4)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+from nightwatch.app.metrics import Metrics
+from nightwatch.domain.errors import (
+    BackendUnavailableError,
+    FencedError,
+    InvalidTaskSpecError,
+    JobRejectedError,
+)
+from nightwatch.domain.jobspec import spec_for
+from nightwatch.domain.model import IN_FLIGHT, JobPhase, Task, TaskStatus, next_status
+from nightwatch.domain.ports import Clock, JobGateway, RunContext, TaskStore, Watcher
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+KNOWN_STATUSES = frozenset(s.value for s in TaskStatus)
+
+RETRY_BASE = 2.0  # seconds before the first retry of a transient launch failure
+RETRY_MAX = 120.0
+
+
+class TaskWatcher(Watcher):
+    def __init__(
+        self,
+        store: TaskStore,
+        gateway: JobGateway,
+        clock: Clock,
+        *,
+        allowed_namespaces: Collection[str],
+        allowed_images: Collection[str] = (),
+        batch_size: int = 500,
+        concurrency: int = 16,
+        missing_grace: float = 60.0,
+        spec: str = "@every 2s",
+        name: str = "task",
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self._store = store
+        self._gateway = gateway
+        self._clock = clock
+        self._allowed_namespaces = frozenset(allowed_namespaces)
+        self._allowed_images = frozenset(allowed_images)
+        self._batch_size = batch_size
+        self._concurrency = concurrency
+        self._missing_grace = missing_grace
+        self._metrics = metrics or Metrics()
+        self._pool: ThreadPoolExecutor | None = None
+        self._guard = threading.Lock()
+        self._retry: dict[int, tuple[int, float]] = {}  # task id -> (failures, not before)
+        self._missing_since: dict[int, float] = {}  # task id -> when its Job was first missed
+        self._unknown_logged: set[str] = set()
+
+    # -- the run ---------------------------------------------------------------------------
+
+    def run(self, ctx: RunContext) -> None:
+        self.launch(ctx)
+        if not ctx.cancelled.is_set():
+            self.sync(ctx)
+        if not ctx.cancelled.is_set():
+            self.count(ctx)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def launch(self, ctx: RunContext) -> None:
+        """Every ``Normal`` task, oldest first, to the end of the set."""
+        now = self._clock.monotonic()
+        for page in self._pages((TaskStatus.NORMAL,), ctx):
+            due = [t for t in page if self._retry.get(t.id, (0, 0.0))[1] <= now]
+            self._each(due, lambda t: self._launch_one(t, ctx), ctx)
+
+    def sync(self, ctx: RunContext) -> None:
+        """Observe every in-flight task's Job in one listing and write only what changed."""
+        tasks = [t for page in self._pages(IN_FLIGHT, ctx) for t in page]
+        if not tasks or ctx.cancelled.is_set():
+            return
+        observed = self._gateway.observe(tasks)
+        now = self._clock.monotonic()
+        changes: list[tuple[Task, TaskStatus, str | None]] = []
+        for task in tasks:
+            current = TaskStatus(task.status)
+            state = observed.get(task.id)
+            if state is None:
+                since = self._missing_since.setdefault(task.id, now)
+                if now - since >= self._missing_grace:
+                    changes.append((task, TaskStatus.FAILED, (
+                        f"job not found: Job {task.namespace}/{task.name} has been missing for "
+                        f"{int(now - since)}s (deleted outside nightwatch?)"
+                    )))
+                continue
+            self._missing_since.pop(task.id, None)
+            new = next_status(current, state)
+            if new is not None:
+                message = state.message or None if state.phase == JobPhase.FAILED else None
+                changes.append((task, new, message))
+        self._each(changes, lambda c: self._move(c[0], TaskStatus(c[0].status), c[1], c[2], ctx), ctx)
+        for task, _, _ in changes:
+            self._missing_since.pop(task.id, None)
+
+    def count(self, ctx: RunContext) -> None:
+        """One grouped count: the ``nightwatch_tasks`` gauge, and statuses we do not know."""
+        counts = self._store.count_by_status()
+        for known in TaskStatus:
+            self._metrics.tasks.labels(status=known.value).set(counts.get(known.value, 0))
+        for raw, n in counts.items():
+            if raw not in KNOWN_STATUSES and raw not in self._unknown_logged:
+                self._unknown_logged.add(raw)
+                logger.warning(
+                    "%d task(s) have status %r, which nightwatch does not know; leaving them untouched",
+                    n, raw,
+                )
+
+    # -- one task --------------------------------------------------------------------------
+
+    def _launch_one(self, task: Task, ctx: RunContext) -> None:
+        try:
+            spec = spec_for(
+                task.name, task.namespace, task.info, self._allowed_namespaces, self._allowed_images
+            )
+            outcome = self._gateway.launch(task, spec)
+        except InvalidTaskSpecError as e:
+            self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"invalid task: {e}", ctx)
+        except JobRejectedError as e:
+            self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"job rejected: {e}", ctx)
+        except BackendUnavailableError as e:
+            self._backoff(task, e)
+        else:
+            if self._move(task, TaskStatus.NORMAL, TaskStatus.PENDING, None, ctx):
+                logger.info("task %s: Job %s/%s %s", task.id, task.namespace, task.name, outcome.value,
+                            extra={"task_id": task.id})
+            self._retry.pop(task.id, None)
+
+    def _backoff(self, task: Task, error: BackendUnavailableError) -> None:
+        failures = self._retry.get(task.id, (0, 0.0))[0] + 1
+        delay = min(RETRY_BASE * 2 ** (failures - 1), RETRY_MAX)
+        if error.retry_after:
+            delay = max(delay, error.retry_after)
+        with self._guard:
+            self._retry[task.id] = (failures, self._clock.monotonic() + delay)
+        logger.warning("task %s: launch failed (%s); retrying in %.0fs", task.id, error, delay,
+                       extra={"task_id": task.id})
+
+    def _move(self, task: Task, old: TaskStatus, new: TaskStatus, message: str | None,
+              ctx: RunContext) -> bool:
+        try:
+            written = self._store.transition(task.id, old, new, message, ctx.fence)
+        except FencedError:
+            self._metrics.fenced_writes.inc()
+            raise
+        if written:
+            self._metrics.task_transitions.labels(old.value, new.value).inc()
+            logger.info(
+                "task %s: %s -> %s%s", task.id, old.value, new.value, f" ({message})" if message else "",
+                extra={"task_id": task.id, "from": old.value, "to": new.value, "epoch": ctx.epoch},
+            )
+        return written
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _pages(self, statuses: Sequence[str], ctx: RunContext) -> Iterator[list[Task]]:
+        """Keyset paging to the end of the set, so no task starves however many there are."""
+        after = 0
+        while not ctx.cancelled.is_set():
+            page = self._store.page(statuses, after, self._batch_size)
+            if not page:
+                return
+            yield page
+            after = page[-1].id
+
+    def _each(self, items: Sequence[T], work: Callable[[T], object], ctx: RunContext) -> None:
+        """Run ``work`` over ``items`` on the bounded pool; re-raise fencing, log other bugs."""
+        if not items:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=f"watcher-{self.name}")
+        futures: list[Future[object]] = []
+        for item in items:
+            if ctx.cancelled.is_set():
+                break
+            futures.append(self._pool.submit(work, item))
+        fenced: FencedError | None = None
+        for future in futures:
+            try:
+                future.result()
+            except FencedError as e:
+                fenced = e
+                ctx.cancelled.set()  # stop the rest of this run: the term is over
+            except BackendUnavailableError as e:
+                logger.warning("%s watcher: %s", self.name, e)
+            except Exception:
+                logger.exception("%s watcher: unexpected error on one task; the others go on", self.name)
+        if fenced is not None:
+            raise fenced
