@@ -1,0 +1,207 @@
+"""The command line (DESIGN §6). Errors are one line on stderr, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+import yaml
+
+from nightwatch import __version__
+from nightwatch.app import logs
+from nightwatch.app.config import load_config, masked
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, NightwatchError
+from nightwatch.domain.model import NewTask, Task, TaskStatus
+
+logger = logging.getLogger("nightwatch")
+
+EXIT_CONFIG = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="F", help="YAML config (default: $NIGHTWATCH_CONFIG, "
+                        "./config/nightwatch.yaml, built-in defaults)")
+    p = argparse.ArgumentParser(prog="nightwatch", parents=[common],
+                                description="Keeps a task table and Kubernetes Jobs in step.")
+    p.add_argument("--version", action="version", version=f"nightwatch {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="the daemon (candidate, then leader)")
+    run.add_argument("--once", action="store_true", help="one cycle of every watcher, then exit")
+    run.add_argument("--wait", type=float, default=None, metavar="S",
+                     help="with --once: how long to wait for the lock (default: lock ttl + retry)")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("migrate", parents=[common], help="create / upgrade the task table")
+
+    task = sub.add_parser("task", help="submit and inspect tasks").add_subparsers(
+        dest="task_command", required=True)
+    submit = task.add_parser("submit", parents=[common], help="add a task (status Normal)")
+    submit.add_argument("--name", required=True)
+    submit.add_argument("--namespace", required=True)
+    submit.add_argument("--image", required=True)
+    submit.add_argument("--command", action="append", default=[], metavar="C", help="repeat for each word")
+    submit.add_argument("--arg", action="append", default=[], metavar="A", help="repeat for each argument")
+    submit.add_argument("--env", action="append", default=[], metavar="K=V")
+    submit.add_argument("--user-id", type=int, default=0)
+    submit.add_argument("--json", action="store_true")
+    lst = task.add_parser("list", parents=[common], help="list tasks, oldest first")
+    lst.add_argument("--status", help="only this status (Normal, Pending, Running, Succeeded, Failed)")
+    lst.add_argument("--limit", type=int, default=1000)
+    lst.add_argument("--json", action="store_true")
+    get = task.add_parser("get", parents=[common], help="one task")
+    get.add_argument("id", type=int)
+    get.add_argument("--json", action="store_true")
+
+    cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
+    show = cfg.add_parser("show", parents=[common], help="the effective config, secrets masked")
+    show.add_argument("--json", action="store_true")
+
+    status = sub.add_parser("status", parents=[common], help="who leads, its epoch, tasks per status")
+    status.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        logs.configure(config["log"]["level"], config["log"]["format"])
+        return _dispatch(args, config)
+    except ConfigError as e:
+        print(f"nightwatch: config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    except BackendUnavailableError as e:
+        print(f"nightwatch: backend unavailable: {e}", file=sys.stderr)
+        return 1
+    except NightwatchError as e:
+        print(f"nightwatch: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace, config: dict[str, Any]) -> int:
+    from nightwatch.app.container import build_container
+
+    if args.command == "config":
+        shown = masked(config)
+        print(json.dumps(shown, indent=2) if args.json else yaml.safe_dump(shown, sort_keys=False), end="")
+        return 0
+    container = build_container(config)
+    try:
+        if args.command == "run":
+            return _run(container, config, once=args.once, wait=args.wait)
+        store = container.store()
+        if args.command == "db":
+            store.migrate()
+            print("schema is up to date")
+            return 0
+        if args.command == "status":
+            return _status(container, store, args.json)
+        store.migrate()
+        if args.task_command == "submit":
+            info: dict[str, Any] = {"image": args.image, "command": args.command, "args": args.arg}
+            if args.env:
+                info["env"] = dict(kv.split("=", 1) for kv in args.env if "=" in kv)
+            task = store.add(NewTask(args.name, args.namespace, json.dumps(info), args.user_id))
+            _print_tasks([task], args.json, single=True)
+            return 0
+        if args.task_command == "list":
+            statuses = [args.status] if args.status else None
+            if args.status and args.status not in set(TaskStatus):
+                logger.warning("%r is not a status nightwatch sets; listing it anyway", args.status)
+            _print_tasks(_all(store, statuses, args.limit), args.json)
+            return 0
+        if args.task_command == "get":
+            _print_tasks([store.get(args.id)], args.json, single=True)
+            return 0
+        raise AssertionError(args)
+    finally:
+        container.shutdown_resources()
+
+
+def _run(container: Any, config: dict[str, Any], *, once: bool, wait: float | None) -> int:
+    from nightwatch.app.daemon import install_signal_handlers
+
+    logs.configure(config["log"]["level"], config["log"]["format"], replica=container.identity())
+    daemon = container.daemon()
+    lock = config["lock"]
+    server = None
+    if config["server"]["listen"] and not once:
+        from nightwatch.app.server import start_server
+
+        server = start_server(config["server"]["listen"], daemon, container.metrics(), lock["ttl"])
+    install_signal_handlers(daemon, _hard_exit)
+    logger.info("nightwatch %s starting as %s (store %s, lock %s, jobs %s)", __version__,
+                container.identity(), config["store"]["backend"], lock["backend"], config["jobs"]["backend"])
+    try:
+        if once:
+            return int(daemon.run_once(wait if wait is not None else lock["ttl"] + lock["retry_interval"]))
+        return int(daemon.run())
+    finally:
+        if server is not None:
+            server.shutdown()
+
+
+def _hard_exit(code: int) -> None:
+    logging.shutdown()
+    os._exit(code)
+
+
+def _all(store: Any, statuses: list[str] | None, limit: int) -> list[Task]:
+    out: list[Task] = []
+    after = 0
+    while len(out) < limit:
+        page = store.page(statuses, after, min(500, limit - len(out)))
+        if not page:
+            break
+        out.extend(page)
+        after = page[-1].id
+    return out
+
+
+def _task_dict(t: Task) -> dict[str, Any]:
+    d = asdict(t)
+    for key in ("created_at", "updated_at"):
+        d[key] = d[key].isoformat() if d[key] else None
+    return d
+
+
+def _print_tasks(tasks: list[Task], as_json: bool, single: bool = False) -> None:
+    if as_json:
+        docs = [_task_dict(t) for t in tasks]
+        print(json.dumps(docs[0] if single else docs, indent=2 if single else None))
+        return
+    if single:
+        for key, value in _task_dict(tasks[0]).items():
+            print(f"{key:11} {value if value is not None else ''}")
+        return
+    print(f"{'ID':>6}  {'NAME':30}  {'NAMESPACE':15}  {'STATUS':10}  MESSAGE")
+    for t in tasks:
+        print(f"{t.id:>6}  {t.name[:30]:30}  {t.namespace[:15]:15}  {t.status[:10]:10}  {t.message or ''}")
+
+
+def _status(container: Any, store: Any, as_json: bool) -> int:
+    lock = container.lock()
+    name = lock.name
+    doc = {
+        "lock": name,
+        "leader": lock.holder(),
+        "epoch": store.current_epoch(name),
+        "tasks": store.count_by_status(),
+    }
+    if as_json:
+        print(json.dumps(doc))
+    else:
+        print(f"leader: {doc['leader'] or 'none'} (lock {name!r}, epoch {doc['epoch']})")
+        for status, n in sorted(doc["tasks"].items()):
+            print(f"{status:10} {n}")
+    return 0

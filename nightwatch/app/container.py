@@ -1,0 +1,166 @@
+"""The composition root: the one place that knows every adapter by name.
+
+Each port has one ``Selector`` on its ``*.backend`` key over ``Factory`` providers; the
+chosen adapter is wrapped in one ``Resource`` that closes it (never a Resource inside a
+Selector: dependency-injector #424). Adapter modules are imported only when chosen, so a
+missing driver is reported by name and nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+from dependency_injector import containers, providers
+
+from nightwatch.adapters.clock import SystemClock
+from nightwatch.app.daemon import Daemon
+from nightwatch.app.elector import LeaderElector
+from nightwatch.app.metrics import Metrics
+from nightwatch.app.registry import WatcherDeps, WatcherRegistry
+from nightwatch.app.scheduler import Scheduler
+from nightwatch.domain.errors import ConfigError
+from nightwatch.domain.jobspec import JobDefaults
+from nightwatch.domain.ports import Clock
+
+UNSAFE_NO_FENCING = "NIGHTWATCH_TEST_DISABLE_FENCING"  # test-only: proves the fencing tests can fail
+
+
+def _adapter(module: str, cls: str, driver: str) -> Any:
+    try:
+        return getattr(importlib.import_module(f"nightwatch.adapters.{module}"), cls)
+    except ImportError as e:
+        raise ConfigError(f"{module.replace('.', ' ')} backend needs {driver}: pip install {driver} ({e})") from e
+
+
+def _fencing() -> bool:
+    return os.environ.get(UNSAFE_NO_FENCING) != "1"
+
+
+def memory_store(clock: Clock) -> Any:
+    store = _adapter("store.memory", "InMemoryTaskStore", "nightwatch")(clock)
+    store.fencing = _fencing()
+    return store
+
+
+def sqlite_store(cfg: dict[str, Any], clock: Clock) -> Any:
+    return _adapter("store.sqlite", "SQLiteTaskStore", "nightwatch")(cfg["path"], clock, fencing=_fencing())
+
+
+def mysql_store(cfg: dict[str, Any]) -> Any:
+    extra = {k: cfg[k] for k in ("connect_timeout", "read_timeout", "pool_size") if k in cfg}
+    return _adapter("store.mysql", "MySQLTaskStore", "PyMySQL")(
+        cfg["host"], cfg["port"], cfg["user"], cfg["password"], cfg["database"], fencing=_fencing(), **extra
+    )
+
+
+def postgres_store(cfg: dict[str, Any]) -> Any:
+    extra = {k: cfg[k] for k in ("connect_timeout", "statement_timeout", "pool_size") if k in cfg}
+    return _adapter("store.postgres", "PostgresTaskStore", "psycopg[binary,pool]")(
+        cfg["dsn"], fencing=_fencing(), **extra
+    )
+
+
+def memory_lock(cfg: dict[str, Any], identity: str, clock: Clock) -> Any:
+    return _adapter("lock.memory", "InMemoryLeaderLock", "nightwatch")(cfg["name"], identity, cfg["ttl"], clock)
+
+
+def file_lock(cfg: dict[str, Any], identity: str) -> Any:
+    return _adapter("lock.file", "FileLeaderLock", "nightwatch")(cfg["name"], cfg["file"]["path"], identity)
+
+
+def redis_lock(cfg: dict[str, Any], identity: str, clock: Clock) -> Any:
+    extra = {k: cfg["redis"][k] for k in ("socket_timeout", "key_prefix") if k in cfg["redis"]}
+    return _adapter("lock.redis", "RedisLeaderLock", "redis")(
+        cfg["name"], cfg["redis"]["urls"], identity, cfg["ttl"], clock=clock, **extra
+    )
+
+
+def job_defaults(cfg: dict[str, Any]) -> JobDefaults:
+    return JobDefaults(**cfg)
+
+
+def fake_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> Any:
+    return _adapter("jobs.fake", "FakeJobGateway", "nightwatch")(clock, defaults=defaults, **(cfg or {}))
+
+
+def local_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> Any:
+    return _adapter("jobs.local", "LocalJobGateway", "nightwatch")(cfg["state_dir"], defaults=defaults, clock=clock)
+
+
+def kubernetes_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> Any:
+    return _adapter("jobs.kubernetes", "KubernetesJobGateway", "kubernetes")(
+        kubeconfig=cfg.get("kubeconfig"), context=cfg.get("context"), qps=cfg["qps"], burst=cfg["burst"],
+        request_timeout=cfg["request_timeout"], defaults=defaults, clock=clock,
+    )
+
+
+def closing(adapter: Any) -> Iterator[Any]:
+    try:
+        yield adapter
+    finally:
+        adapter.close()
+
+
+def replica_identity(configured: str | None) -> str:
+    return configured or os.environ.get("NIGHTWATCH_REPLICA") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_watchers(deps: WatcherDeps, config: dict[str, Any]) -> list[Any]:
+    return WatcherRegistry.discover().build(deps, config)
+
+
+class Container(containers.DeclarativeContainer):
+    config = providers.Configuration(strict=True)
+
+    clock = providers.Singleton(SystemClock)
+    metrics = providers.Singleton(Metrics)
+    identity = providers.Singleton(replica_identity, config.lock.identity)
+
+    store = providers.Resource(closing, providers.Selector(
+        config.store.backend,
+        memory=providers.Factory(memory_store, clock),
+        sqlite=providers.Factory(sqlite_store, config.store.sqlite, clock),
+        mysql=providers.Factory(mysql_store, config.store.mysql),
+        postgres=providers.Factory(postgres_store, config.store.postgres),
+    ))
+    lock = providers.Resource(closing, providers.Selector(
+        config.lock.backend,
+        memory=providers.Factory(memory_lock, config.lock, identity, clock),
+        file=providers.Factory(file_lock, config.lock, identity),
+        redis=providers.Factory(redis_lock, config.lock, identity, clock),
+    ))
+    job_defaults = providers.Singleton(job_defaults, config.jobs.defaults)
+    gateway = providers.Resource(closing, providers.Selector(
+        config.jobs.backend,
+        fake=providers.Factory(fake_gateway, config.jobs.fake.optional(), job_defaults, clock),
+        local=providers.Factory(local_gateway, config.jobs.local, job_defaults, clock),
+        kubernetes=providers.Factory(kubernetes_gateway, config.jobs.kubernetes, job_defaults, clock),
+    ))
+
+    watcher_deps = providers.Singleton(
+        WatcherDeps, store=store, gateway=gateway, clock=clock, metrics=metrics,
+        allowed_namespaces=config.jobs.allowed_namespaces, allowed_images=config.jobs.allowed_images,
+    )
+    watchers = providers.Singleton(build_watchers, watcher_deps, config.watchers)
+    daemon = providers.Singleton(
+        Daemon,
+        store=store,
+        elector=providers.Singleton(
+            LeaderElector, lock, store, clock, identity=identity,
+            renew_interval=config.lock.renew_interval, renew_deadline=config.lock.renew_deadline,
+            retry_interval=config.lock.retry_interval, metrics=metrics,
+        ),
+        scheduler=providers.Singleton(Scheduler, watchers, clock, metrics=metrics),
+        shutdown_timeout=config.server.shutdown_timeout,
+        retry_interval=config.lock.retry_interval,
+    )
+
+
+def build_container(config: dict[str, Any]) -> Container:
+    container = Container()
+    container.config.from_dict(config)
+    return container

@@ -1,0 +1,166 @@
+"""The daemon: one loop that runs the election and, while leading, the scheduler."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from nightwatch.app.elector import LeaderElector
+from nightwatch.app.scheduler import Scheduler
+from nightwatch.domain.errors import BackendUnavailableError, FencedError
+from nightwatch.domain.model import Fence
+from nightwatch.domain.ports import TaskStore
+
+logger = logging.getLogger(__name__)
+
+STANDBY_POLL = 0.25  # a standby checks for shutdown at least this often while it waits
+
+
+class Daemon:
+    """Candidate, then leader; steps down on a lost lease, a missed deadline or a fenced write.
+
+    The daemon knows nothing of the container: it is handed its collaborators.
+    """
+
+    def __init__(
+        self,
+        store: TaskStore,
+        elector: LeaderElector,
+        scheduler: Scheduler,
+        *,
+        shutdown_timeout: float = 5.0,
+        retry_interval: float = 1.0,
+        step_down_timeout: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.elector = elector
+        self.scheduler = scheduler
+        self._shutdown_timeout = shutdown_timeout
+        self._retry_interval = retry_interval
+        self._step_down_timeout = step_down_timeout
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._fenced: FencedError | None = None
+        self._schedule = True
+        self.migrated = False
+        self.heartbeat = time.monotonic()  # the loop's last turn: /healthz reads it
+        self.stopping = False
+        elector.on_elected = self._elected
+        elector.on_stepped_down = self._stepped_down
+
+    # -- control from other threads (signal handlers, the HTTP server) -----------------------
+
+    def request_stop(self) -> None:
+        self.stopping = True
+        self._stop.set()
+        self._wake.set()
+
+    def fenced(self, error: FencedError) -> None:
+        """A watcher's write was refused by the epoch check: a newer leader exists."""
+        self._fenced = error
+        self._wake.set()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                if not self.migrated and not self._migrate():
+                    self._stop.wait(self._retry_interval)
+                    continue
+                self._turn()
+        finally:
+            self._shutdown()
+        return 0
+
+    def run_once(self, wait: float) -> int:
+        """Become leader (waiting up to ``wait`` seconds), run every watcher once, hand over."""
+        self._schedule = False
+        deadline = time.monotonic() + wait
+        while not self.elector.is_leader and not self._stop.is_set():
+            if not self.migrated and not self._migrate():
+                pass
+            elif (delay := self.elector.tick()) and not self.elector.is_leader:
+                self.elector.lock.wait(min(delay, max(0.0, deadline - time.monotonic())))
+            if time.monotonic() >= deadline and not self.elector.is_leader:
+                holder = self.elector.lock.holder()
+                logger.error("could not become leader within %.0fs (lock %r held by %s)",
+                             wait, self.elector.lock.name, holder or "nobody")
+                return 1
+        if not self.elector.is_leader:
+            return 1
+        try:
+            ok = self.scheduler.run_all_once(self.elector.fence)
+        finally:
+            self.elector.step_down("shutdown")
+        return 0 if ok else 1
+
+    def _migrate(self) -> bool:
+        try:
+            self.store.migrate()
+        except BackendUnavailableError as e:
+            logger.warning("store unavailable, staying a standby: %s; retrying in %.1fs", e,
+                           self._retry_interval)
+            return False
+        self.migrated = True
+        return True
+
+    def _turn(self) -> None:
+        if self._fenced is not None:
+            error, self._fenced = self._fenced, None
+            self.elector.step_down(f"fenced: {error}")
+        delay = self.elector.tick()
+        if self.elector.is_leader:
+            delay = min(delay, self.scheduler.tick())
+            self._wake.wait(min(delay, 1.0))
+            self._wake.clear()
+        else:
+            self._standby_wait(delay)
+
+    def _standby_wait(self, delay: float) -> None:
+        """Wait ``delay`` for the next attempt, at once when the leader releases, or on stop."""
+        end = time.monotonic() + delay
+        while not self._stop.is_set():
+            chunk = min(STANDBY_POLL, end - time.monotonic())
+            if chunk <= 0:
+                return
+            started = time.monotonic()
+            try:
+                self.elector.lock.wait(chunk)
+            except BackendUnavailableError:
+                self._stop.wait(chunk)
+            if time.monotonic() - started < chunk * 0.9:  # woken by a release: try now
+                return
+
+    def _elected(self, fence: Fence) -> None:
+        if self._schedule:
+            self.scheduler.start(fence)
+
+    def _stepped_down(self, reason: str) -> None:
+        timeout = self._shutdown_timeout if reason == "shutdown" else self._step_down_timeout
+        self.scheduler.stop(timeout, cancel_at_once=reason != "shutdown")
+
+    def _shutdown(self) -> None:
+        if self.elector.is_leader:
+            logger.info("shutting down: finishing the run in flight (up to %.1fs), then releasing the lock",
+                        self._shutdown_timeout)
+            self.elector.step_down("shutdown")
+        self.scheduler.close()
+
+
+def install_signal_handlers(daemon: Daemon, hard_exit: Callable[[int], None]) -> None:
+    """First SIGTERM/SIGINT: graceful stop. Second: exit at once."""
+    import signal
+
+    def handle(signum: int, frame: object) -> None:
+        if daemon.stopping:
+            logger.warning("second signal: exiting now")
+            hard_exit(128 + signum)
+        logger.info("received %s: shutting down", signal.Signals(signum).name)
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)

@@ -1,0 +1,22 @@
+"""Durations as the config writes them: ``10s``, ``500ms``, ``2m``, ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in ``text``. Plain numbers are seconds. ValueError when it is not a duration."""
+    if isinstance(text, bool):
+        raise ValueError(f"{text!r} is not a duration")
+    if isinstance(text, int | float):
+        if text < 0:
+            raise ValueError(f"{text!r} is negative")
+        return float(text)
+    s = text.strip().replace(" ", "")
+    if not s or _PART.sub("", s):
+        raise ValueError(f"{text!r} is not a duration like 10s, 500ms, 2m or 1h30m")
+    return sum(float(n) * _UNIT[u] for n, u in _PART.findall(s))

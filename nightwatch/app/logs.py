@@ -1,0 +1,47 @@
+"""Logging set-up (only the CLI calls it): plain text, or one JSON object per line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+# Fields the code passes as ``extra=`` and the JSON format carries when present.
+EXTRA_FIELDS = ("task_id", "from", "to", "epoch", "replica")
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, replica: str | None = None) -> None:
+        super().__init__()
+        self.replica = replica
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in EXTRA_FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                doc[key] = value
+        if self.replica and "replica" not in doc:
+            doc["replica"] = self.replica
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def configure(level: str = "info", fmt: str = "text", replica: str | None = None) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(replica))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("urllib3", "kubernetes", "psycopg.pool"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -1,0 +1,226 @@
+"""The watcher scheduler: cron with seconds or ``@every``, skip-if-running, survive errors.
+
+Cron expressions are parsed by croniter (six fields, seconds first, as robfig/cron with
+seconds); ``@every <duration>`` is ours because croniter has no interval form.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from croniter import croniter
+
+from nightwatch.app.durations import parse_duration
+from nightwatch.app.metrics import Metrics
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, FencedError
+from nightwatch.domain.model import Fence
+from nightwatch.domain.ports import Clock, RunContext, Watcher
+
+logger = logging.getLogger(__name__)
+
+
+class Schedule:
+    def first(self, mono: float, wall: datetime) -> float:
+        """Monotonic time of the first run."""
+        raise NotImplementedError
+
+    def following(self, due: float, mono: float, wall: datetime) -> float:
+        """Monotonic time of the run after the one due at ``due`` (never in the past)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Every(Schedule):
+    interval: float
+
+    def first(self, mono: float, wall: datetime) -> float:
+        return mono  # a new leader runs at once
+
+    def following(self, due: float, mono: float, wall: datetime) -> float:
+        nxt = due + self.interval
+        if nxt <= mono:  # fell behind (a long run, a pause): skip to the next slot
+            nxt += ((mono - nxt) // self.interval + 1) * self.interval
+        return nxt
+
+
+@dataclass(frozen=True)
+class Cron(Schedule):
+    expression: str
+
+    def _next(self, mono: float, wall: datetime) -> float:
+        nxt: datetime = croniter(self.expression, wall, second_at_beginning=True).get_next(datetime)
+        return mono + (nxt - wall).total_seconds()
+
+    def first(self, mono: float, wall: datetime) -> float:
+        return self._next(mono, wall)
+
+    def following(self, due: float, mono: float, wall: datetime) -> float:
+        return self._next(mono, wall)
+
+
+def parse_schedule(spec: str, key: str = "spec") -> Schedule:
+    """``@every 2s`` / ``@every 500ms``, or six-field cron with seconds first."""
+    text = spec.strip() if isinstance(spec, str) else ""
+    if text.startswith("@every"):
+        try:
+            interval = parse_duration(text[len("@every"):])
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+        if interval <= 0:
+            raise ConfigError(f"{key}: @every needs a positive duration, got {spec!r}")
+        return Every(interval)
+    fields = text.split()
+    if len(fields) != 6 or not croniter.is_valid(text, second_at_beginning=True):
+        raise ConfigError(
+            f"{key}: {spec!r} is not a schedule; use six-field cron with seconds first "
+            "('*/5 * * * * *') or '@every 2s' / '@every 500ms'"
+        )
+    return Cron(text)
+
+
+@dataclass
+class _Entry:
+    watcher: Watcher
+    schedule: Schedule
+    due: float = 0.0
+    running: Future[bool] | None = None
+    ctx: RunContext | None = field(default=None)
+
+
+class Scheduler:
+    """Runs each watcher on its schedule while this replica leads.
+
+    ``tick()`` starts what is due and says how long until the next thing is; the daemon
+    calls it from its loop, tests call it with a fake clock. Runs execute on a pool with
+    one thread per watcher (``inline=True`` runs them in ``tick`` for deterministic tests).
+    """
+
+    def __init__(
+        self,
+        watchers: Sequence[Watcher],
+        clock: Clock,
+        *,
+        metrics: Metrics | None = None,
+        on_fenced: Callable[[FencedError], None] | None = None,
+        inline: bool = False,
+    ) -> None:
+        self._entries = [_Entry(w, parse_schedule(w.spec, f"watchers.{w.name}.spec")) for w in watchers]
+        self._clock = clock
+        self._metrics = metrics or Metrics()
+        self._on_fenced = on_fenced
+        self._inline = inline
+        self._pool = None if inline else ThreadPoolExecutor(
+            max(1, len(self._entries)), thread_name_prefix="watcher"
+        )
+        self._fence: Fence | None = None
+        self._active = False
+        self._mutex = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        return self._active
+
+    @property
+    def watchers(self) -> list[Watcher]:
+        return [e.watcher for e in self._entries]
+
+    def start(self, fence: Fence | None) -> None:
+        """Begin scheduling for a leadership term."""
+        mono, wall = self._clock.monotonic(), self._clock.now()
+        with self._mutex:
+            self._fence = fence
+            for e in self._entries:
+                e.due = e.schedule.first(mono, wall)
+            self._active = True
+
+    def tick(self) -> float:
+        """Start every due run; seconds until the next one is due."""
+        if not self._active:
+            return 3600.0
+        mono, wall = self._clock.monotonic(), self._clock.now()
+        for e in self._entries:
+            if e.due > mono:
+                continue
+            e.due = e.schedule.following(e.due, mono, wall)
+            if e.running is not None and not e.running.done():
+                logger.warning("watcher %s: previous run still going; skipping this one", e.watcher.name)
+                self._metrics.watcher_runs.labels(e.watcher.name, "skipped").inc()
+                continue
+            e.ctx = RunContext(fence=self._fence)
+            if self._pool is None:
+                self._run(e.watcher, e.ctx)
+            else:
+                e.running = self._pool.submit(self._run, e.watcher, e.ctx)
+        return max(0.0, min((e.due for e in self._entries), default=3600.0) - self._clock.monotonic())
+
+    def run_all_once(self, fence: Fence | None) -> bool:
+        """Run every watcher once, one after the other (``nightwatch run --once``). True if all ok."""
+        return all(self._run(e.watcher, RunContext(fence=fence)) for e in self._entries)
+
+    def stop(self, timeout: float, *, cancel_at_once: bool = True) -> bool:
+        """Stop scheduling. Runs in flight are cancelled at once, or (on shutdown) given
+        ``timeout`` to finish and cancelled after that. True if none is left running."""
+        with self._mutex:
+            self._active = False
+            running = [e for e in self._entries if e.running is not None and not e.running.done()]
+        if cancel_at_once:
+            self._cancel_all()
+        deadline = time.monotonic() + timeout
+        late = []
+        for e in running:
+            assert e.running is not None
+            try:
+                e.running.result(timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                late.append(e.watcher.name)
+            except Exception:  # noqa: S110 - already logged by _run
+                pass
+        self._cancel_all()
+        if late:
+            logger.warning("watcher run(s) of %s still going after %.1fs: cancelled",
+                           ", ".join(late), timeout)
+        return not late
+
+    def _cancel_all(self) -> None:
+        for e in self._entries:
+            if e.ctx is not None:
+                e.ctx.cancelled.set()
+
+    def close(self) -> None:
+        self.stop(0)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        for e in self._entries:
+            closer = getattr(e.watcher, "close", None)
+            if callable(closer):
+                closer()
+
+    def _run(self, watcher: Watcher, ctx: RunContext) -> bool:
+        started = time.perf_counter()
+        result = "ok"
+        try:
+            watcher.run(ctx)
+            return True
+        except FencedError as e:
+            result = "error"
+            logger.error("watcher %s: %s; stepping down", watcher.name, e)
+            if self._on_fenced is not None:
+                self._on_fenced(e)
+            return False
+        except BackendUnavailableError as e:
+            result = "error"
+            logger.warning("watcher %s: run failed, backend unavailable: %s", watcher.name, e)
+            return False
+        except Exception:
+            result = "error"
+            logger.exception("watcher %s: run failed; the scheduler goes on", watcher.name)
+            return False
+        finally:
+            self._metrics.watcher_runs.labels(watcher.name, result).inc()
+            self._metrics.watcher_run_seconds.labels(watcher.name).observe(time.perf_counter() - started)
