@@ -1,0 +1,61 @@
+"""The state machine as a table over every (status, observed job state) pair."""
+
+import itertools
+
+import pytest
+
+from nightwatch.domain.errors import IllegalTransitionError, UnknownStatusError
+from nightwatch.domain.model import (
+    ALLOWED_TRANSITIONS,
+    JobPhase,
+    JobState,
+    TaskStatus,
+    check_transition,
+    next_status,
+)
+
+N, P, R, S, F = (TaskStatus.NORMAL, TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.SUCCEEDED,
+                 TaskStatus.FAILED)
+EXPECTED = {
+    # status    job Pending  job Running  job Succeeded  job Failed
+    N: {JobPhase.PENDING: None, JobPhase.RUNNING: None, JobPhase.SUCCEEDED: None, JobPhase.FAILED: None},
+    P: {JobPhase.PENDING: None, JobPhase.RUNNING: R, JobPhase.SUCCEEDED: S, JobPhase.FAILED: F},
+    R: {JobPhase.PENDING: None, JobPhase.RUNNING: None, JobPhase.SUCCEEDED: S, JobPhase.FAILED: F},
+    S: {JobPhase.PENDING: None, JobPhase.RUNNING: None, JobPhase.SUCCEEDED: None, JobPhase.FAILED: None},
+    F: {JobPhase.PENDING: None, JobPhase.RUNNING: None, JobPhase.SUCCEEDED: None, JobPhase.FAILED: None},
+}
+
+
+@pytest.mark.parametrize(("status", "phase"), list(itertools.product(TaskStatus, JobPhase)))
+def test_next_status_table(status, phase):
+    assert next_status(status, JobState(phase, "why")) == EXPECTED[status][phase]
+
+
+def test_status_strings_are_the_tables():
+    assert [s.value for s in TaskStatus] == ["Normal", "Pending", "Running", "Succeeded", "Failed"]
+
+
+ORDER = [N, P, R, S]
+
+
+@pytest.mark.parametrize(("old", "new"), list(itertools.product(TaskStatus, TaskStatus)))
+def test_transitions_never_go_backwards_and_terminal_never_changes(old, new):
+    allowed = new in ALLOWED_TRANSITIONS[old]
+    if old in (S, F) or old == new:
+        assert not allowed
+    elif new in ORDER and old in ORDER and ORDER.index(new) < ORDER.index(old):
+        assert not allowed
+    if allowed:
+        check_transition(old, new)
+    else:
+        with pytest.raises(IllegalTransitionError):
+            check_transition(old, new)
+
+
+def test_every_in_flight_status_can_fail():
+    assert all(F in ALLOWED_TRANSITIONS[s] for s in (N, P, R))
+
+
+def test_unknown_status_is_refused_by_name():
+    with pytest.raises(UnknownStatusError, match="'Cancelled'"):
+        check_transition("Cancelled", "Pending")
