@@ -1,0 +1,132 @@
+"""The CLI as a user runs it: subprocesses on the embedded default (SQLite, file lock, local jobs)."""
+
+import json
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nightwatch.app.config import default_config_text
+
+NIGHTWATCH = [sys.executable, "-m", "nightwatch"]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh directory with the embedded default, its HTTP port moved off 9090."""
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "nightwatch.yaml").write_text(
+        default_config_text().replace("127.0.0.1:9090", f"127.0.0.1:{free_port()}")
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NIGHTWATCH_CONFIG", raising=False)
+    return tmp_path
+
+
+def cli(*args, check=True):
+    proc = subprocess.run([*NIGHTWATCH, *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def wait_for(predicate, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if (value := predicate()):
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def rows(db):
+    with sqlite3.connect(db) as conn:
+        return {name: (status, message) for name, status, message in
+                conn.execute("SELECT name, status, message FROM task")}
+
+
+def test_run_with_no_flags_takes_inserted_rows_to_their_terminal_status_and_exits_0_on_sigterm(workdir):
+    log = open(workdir / "daemon.log", "w")
+    daemon = subprocess.Popen([*NIGHTWATCH, "run"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        db = workdir / "nightwatch.db"
+
+        def table_ready():
+            try:
+                with sqlite3.connect(db) as conn:
+                    return conn.execute("SELECT count(*) FROM task").fetchone() is not None
+            except sqlite3.Error:
+                return False
+
+        wait_for(table_ready, 20, "the daemon to create its database")
+        with sqlite3.connect(db) as conn:  # another program, as the user's web form would
+            conn.executemany(
+                "INSERT INTO task (name, namespace, info, status, user_id) VALUES (?, ?, ?, 'Normal', 1)",
+                [("sleeper", "default", '{"image": "alpine", "command": ["sleep"], "args": ["1"]}'),
+                 ("loser", "default", '{"image": "alpine", "command": ["false"]}'),
+                 ("broken", "default", '{"image": "alpine", "command": ')],
+            )
+        final = wait_for(lambda: (r := rows(db)) and all(s in ("Succeeded", "Failed") for s, _ in r.values())
+                         and r, 30, "every task to finish")
+        assert final["sleeper"][0] == "Succeeded"
+        assert final["loser"][0] == "Failed" and "exit code 1" in final["loser"][1]
+        assert final["broken"][0] == "Failed" and "not valid JSON" in final["broken"][1]
+        assert (workdir / ".nightwatch").is_dir()  # the local jobs' state and logs
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=15)
+        log.close()
+    assert code == 0, (workdir / "daemon.log").read_text()
+
+
+def test_task_commands_and_json_output(workdir):
+    cli("db", "migrate")
+    cli("db", "migrate")  # idempotent
+    out = cli("task", "submit", "--name", "hello", "--namespace", "default", "--image", "alpine",
+              "--command", "echo", "--arg", "hi", "--user-id", "7", "--json").stdout
+    task = json.loads(out)
+    assert task["status"] == "Normal" and task["user_id"] == 7
+    assert json.loads(task["info"]) == {"image": "alpine", "command": ["echo"], "args": ["hi"]}
+    listed = json.loads(cli("task", "list", "--json").stdout)
+    assert [t["name"] for t in listed] == ["hello"]
+    assert json.loads(cli("task", "list", "--status", "Failed", "--json").stdout) == []
+    assert json.loads(cli("task", "get", str(task["id"]), "--json").stdout)["name"] == "hello"
+    assert "hello" in cli("task", "list").stdout
+    missing = cli("task", "get", "999", check=False)
+    assert missing.returncode == 1 and missing.stderr.strip() == "nightwatch: no task with id 999"
+    dup = cli("task", "submit", "--name", "hello", "--namespace", "default", "--image", "a", check=False)
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+    assert cli("run", "--once").returncode == 0
+    got = json.loads(cli("task", "get", str(task["id"]), "--json").stdout)
+    assert got["status"] in ("Pending", "Running", "Succeeded")
+
+
+def test_config_show_masks_secrets(workdir, monkeypatch):
+    monkeypatch.setenv("NIGHTWATCH_MYSQL_PASSWORD", "hunter2")
+    out = cli("config", "show").stdout
+    assert "hunter2" not in out and "password: '******'" in out
+    assert "backend: sqlite" in out
+
+
+def test_a_broken_config_stops_startup_with_one_line(workdir):
+    (workdir / "bad.yaml").write_text("store:\n  backend: oracle\n")
+    proc = cli("run", "--config", "bad.yaml", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "nightwatch: config error: store.backend: 'oracle' is not one of memory | sqlite | mysql | postgres"
+    ]
+
+
+def test_python_dash_m_and_version():
+    assert cli("--version").stdout.startswith("nightwatch ")
