@@ -211,6 +211,7 @@ WATCHER_SCHEMA: dict[str, Any] = {"spec": text(), "enabled": boolean}
 
 def check(config: Mapping[str, Any]) -> dict[str, Any]:
     out = _check_section("", config, SCHEMA)
+    out["jobs"].setdefault("fake", {})
     lock = out["lock"]
     if not lock["renew_interval"] < lock["renew_deadline"] < lock["ttl"]:
         raise ConfigError(

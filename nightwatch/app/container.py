@@ -136,7 +136,7 @@ class Container(containers.DeclarativeContainer):
     job_defaults = providers.Singleton(job_defaults, config.jobs.defaults)
     gateway = providers.Resource(closing, providers.Selector(
         config.jobs.backend,
-        fake=providers.Factory(fake_gateway, config.jobs.fake.optional(), job_defaults, clock),
+        fake=providers.Factory(fake_gateway, config.jobs.fake, job_defaults, clock),
         local=providers.Factory(local_gateway, config.jobs.local, job_defaults, clock),
         kubernetes=providers.Factory(kubernetes_gateway, config.jobs.kubernetes, job_defaults, clock),
     ))

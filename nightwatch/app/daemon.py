@@ -49,6 +49,7 @@ class Daemon:
         self.stopping = False
         elector.on_elected = self._elected
         elector.on_stepped_down = self._stepped_down
+        scheduler.on_fenced = self.fenced
 
     # -- control from other threads (signal handlers, the HTTP server) -----------------------
 
@@ -111,7 +112,7 @@ class Daemon:
     def _turn(self) -> None:
         if self._fenced is not None:
             error, self._fenced = self._fenced, None
-            self.elector.step_down(f"fenced: {error}")
+            self.elector.step_down("fenced", str(error))
         delay = self.elector.tick()
         if self.elector.is_leader:
             delay = min(delay, self.scheduler.tick())

@@ -78,13 +78,17 @@ class LeaderElector:
         now = self._clock.monotonic()
         return max(0.0, min(self._next_renew, self.deadline()) - now)
 
-    def step_down(self, reason: str) -> None:
-        """Stop leading (the callback stops the scheduler first), then release the lock."""
+    def step_down(self, reason: str, detail: str = "") -> None:
+        """Stop leading (the callback stops the scheduler first), then release the lock.
+
+        ``reason`` is one of lost, deadline, fenced, shutdown (a metric label); ``detail`` is
+        for the log."""
         if self.role is not Role.LEADER:
             return
         fence = self.fence
         log = logger.info if reason == "shutdown" else logger.warning
-        log("%s: stepping down as leader (epoch %s): %s", self.identity, fence and fence.epoch, reason,
+        log("%s: stepping down as leader (epoch %s): %s%s", self.identity, fence and fence.epoch, reason,
+            f" ({detail})" if detail else "",
             extra={"epoch": fence and fence.epoch, "replica": self.identity})
         self.role = Role.CANDIDATE
         self.fence = None
@@ -128,7 +132,7 @@ class LeaderElector:
         try:
             validity = self.lock.renew()
         except LeadershipLostError as e:
-            self.step_down(f"lost: {e}")
+            self.step_down("lost", str(e))
             return
         except BackendUnavailableError as e:
             left = self.deadline() - self._clock.monotonic()

@@ -113,7 +113,7 @@ class Scheduler:
         self._entries = [_Entry(w, parse_schedule(w.spec, f"watchers.{w.name}.spec")) for w in watchers]
         self._clock = clock
         self._metrics = metrics or Metrics()
-        self._on_fenced = on_fenced
+        self.on_fenced = on_fenced  # the daemon sets it: a fenced write means step down
         self._inline = inline
         self._pool = None if inline else ThreadPoolExecutor(
             max(1, len(self._entries)), thread_name_prefix="watcher"
@@ -210,8 +210,8 @@ class Scheduler:
         except FencedError as e:
             result = "error"
             logger.error("watcher %s: %s; stepping down", watcher.name, e)
-            if self._on_fenced is not None:
-                self._on_fenced(e)
+            if self.on_fenced is not None:
+                self.on_fenced(e)
             return False
         except BackendUnavailableError as e:
             result = "error"

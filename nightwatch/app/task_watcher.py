@@ -77,9 +77,14 @@ class TaskWatcher(Watcher):
     def launch(self, ctx: RunContext) -> None:
         """Every ``Normal`` task, oldest first, to the end of the set."""
         now = self._clock.monotonic()
+        seen: set[int] = set()
         for page in self._pages((TaskStatus.NORMAL,), ctx):
+            seen.update(t.id for t in page)
             due = [t for t in page if self._retry.get(t.id, (0, 0.0))[1] <= now]
             self._each(due, lambda t: self._launch_one(t, ctx), ctx)
+        if not ctx.cancelled.is_set():  # a whole pass: forget tasks that are no longer Normal
+            with self._guard:
+                self._retry = {k: v for k, v in self._retry.items() if k in seen}
 
     def sync(self, ctx: RunContext) -> None:
         """Observe every in-flight task's Job in one listing and write only what changed."""
@@ -88,6 +93,8 @@ class TaskWatcher(Watcher):
             return
         observed = self._gateway.observe(tasks)
         now = self._clock.monotonic()
+        in_flight = {t.id for t in tasks}
+        self._missing_since = {k: v for k, v in self._missing_since.items() if k in in_flight}
         changes: list[tuple[Task, TaskStatus, str | None]] = []
         for task in tasks:
             current = TaskStatus(task.status)

@@ -1,0 +1,100 @@
+"""The daemon loop with real threads and time, on memory backends (fast: sub-second timings)."""
+
+import threading
+import time
+
+from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.jobs.fake import FakeJobGateway
+from nightwatch.adapters.lock.memory import InMemoryLeaderLock, MemoryLockHub
+from nightwatch.adapters.store.memory import InMemoryTaskStore
+from nightwatch.app.daemon import Daemon
+from nightwatch.app.elector import LeaderElector
+from nightwatch.app.metrics import Metrics
+from nightwatch.app.scheduler import Scheduler
+from nightwatch.app.task_watcher import TaskWatcher
+from nightwatch.domain.model import NewTask
+
+
+def build(store, hub, name, clock, metrics=None, **kw):
+    metrics = metrics or Metrics()
+    watcher = TaskWatcher(store, FakeJobGateway(clock, default_duration=0.05), clock,
+                          allowed_namespaces=["default"], spec="@every 100ms", metrics=metrics)
+    lock = InMemoryLeaderLock("nightwatch", name, 1.0, clock, hub)
+    elector = LeaderElector(lock, store, clock, identity=name, renew_interval=0.2, renew_deadline=0.7,
+                            retry_interval=0.1, metrics=metrics)
+    return Daemon(store, elector, Scheduler([watcher], clock, metrics=metrics), retry_interval=0.1, **kw)
+
+
+def wait_for(predicate, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def start(daemon):
+    t = threading.Thread(target=daemon.run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_fenced_write_makes_the_leader_step_down():
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    metrics = Metrics()
+    d = build(store, hub, "a", clock, metrics)
+    thread = start(d)
+    try:
+        assert wait_for(lambda: d.elector.is_leader)
+        first_epoch = d.elector.fence.epoch
+        store.begin_term("nightwatch")  # someone else started a newer term
+        store.add(NewTask("t1", "default", '{"image": "a", "command": ["true"]}'))
+        assert wait_for(lambda: metrics.leader_transitions.labels("fenced")._value.get() == 1)
+        assert metrics.fenced_writes._value.get() >= 1
+        # it lets go, then (being alone) wins a new term with a current epoch and finishes the task
+        assert wait_for(lambda: d.elector.is_leader and d.elector.fence.epoch > first_epoch + 1)
+        assert wait_for(lambda: store.count_by_status() == {"Succeeded": 1})
+    finally:
+        d.request_stop()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_shutdown_releases_and_a_standby_takes_over_at_once():
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    a, b = build(store, hub, "a", clock), build(store, hub, "b", clock)
+    ta = start(a)
+    assert wait_for(lambda: a.elector.is_leader)
+    tb = start(b)
+    time.sleep(0.3)
+    assert not b.elector.is_leader
+    stopped = time.monotonic()
+    a.request_stop()
+    ta.join(5)
+    assert wait_for(lambda: b.elector.is_leader, 2.0)
+    took = time.monotonic() - stopped
+    assert took < 0.5, took  # not the 1 s lease: the release woke the standby
+    b.request_stop()
+    tb.join(5)
+    assert not ta.is_alive() and not tb.is_alive()
+
+
+def test_a_standby_stops_at_once():
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    a, b = build(store, hub, "a", clock), build(store, hub, "b", clock)
+    ta, tb = start(a), None
+    try:
+        assert wait_for(lambda: a.elector.is_leader)
+        tb = start(b)
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        b.request_stop()
+        tb.join(2)
+        assert not tb.is_alive() and time.monotonic() - t0 < 0.5
+    finally:
+        a.request_stop()
+        ta.join(5)
