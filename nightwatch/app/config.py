@@ -192,7 +192,7 @@ SCHEMA: dict[str, Any] = {
         "allowed_images": strings,
         "defaults": {"backoff_limit": integer(0, 100), "ttl_seconds_after_finished": integer(0, null_ok=True),
                      "active_deadline_seconds": integer(1, null_ok=True)},
-        "local": {"state_dir": text()},
+        "local": {"state_dir": text(), "record_path": text(null_ok=True)},
         "fake": {"default_duration": number(0), "start_delay": number(0), "record_path": text(null_ok=True)},
         "kubernetes": {"kubeconfig": text(null_ok=True), "context": text(null_ok=True), "qps": number(0.1),
                        "burst": integer(1), "request_timeout": duration},

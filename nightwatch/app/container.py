@@ -88,7 +88,9 @@ def fake_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> An
 
 
 def local_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> Any:
-    return _adapter("jobs.local", "LocalJobGateway", "nightwatch")(cfg["state_dir"], defaults=defaults, clock=clock)
+    return _adapter("jobs.local", "LocalJobGateway", "nightwatch")(
+        cfg["state_dir"], defaults=defaults, clock=clock, record_path=cfg.get("record_path")
+    )
 
 
 def kubernetes_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> Any:
