@@ -1,0 +1,93 @@
+"""Small file and process helpers of the local job gateway (see ``local.py`` for the layout)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import signal
+from typing import Any
+
+MESSAGE_LIMIT = 200
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def is_wrapper_of(pid: int, job_dir: str, *, use_proc: bool) -> bool:
+    """Is ``pid`` alive and still the wrapper of the Job in ``job_dir``? With ``/proc`` a
+    zombie or a pid reused after a reboot does not count (the wrapper's argv names the dir)."""
+    if use_proc:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            return False
+        return b"\0" + job_dir.encode() + b"\0" in b"\0" + cmdline
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@functools.cache
+def mv_path() -> str:
+    """The absolute path of ``mv``, so the job's own PATH cannot change what the wrapper runs."""
+    return shutil.which("mv", path=SYSTEM_PATH) or "mv"
+
+
+def kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def read_text(path: str) -> str | None:
+    """The stripped content of a small file; None when missing or still empty."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(4096).strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return text or None
+
+
+def read_int(path: str) -> int | None:
+    text = read_text(path)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def read_json(path: str) -> dict[str, Any] | None:
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (FileNotFoundError, NotADirectoryError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def last_line(path: str) -> str:
+    """The last non-empty line of a log, trimmed to ``MESSAGE_LIMIT`` characters."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1]
+    return line if len(line) <= MESSAGE_LIMIT else line[: MESSAGE_LIMIT - 1] + "…"

@@ -1,0 +1,438 @@
+"""LocalJobGateway: Jobs as detached processes on this machine, for running without Kubernetes.
+
+A Job runs ``command + args`` (the image is recorded, not pulled) through a tiny ``/bin/sh``
+wrapper in its own session, so it survives the daemon; everything about it lives on disk, so a
+Job that finishes while the daemon is down is observed correctly after a restart. Layout::
+
+    <state_dir>/jobs/<namespace>/<name>/   one Job (namespace and name are DNS-1123 labels)
+        job.json     task id, name, namespace, spec, backoff_limit, active_deadline_seconds,
+                     ttl_seconds_after_finished, created; written before the directory appears
+                     and never changed afterwards
+        started      O_CREAT|O_EXCL marker: whoever creates it starts the process (content:
+                     start time, Unix seconds)
+        pid          written by the wrapper: its pid, which is also the Job's process group
+        stdout.log, stderr.log   the command's output (appended to by every attempt)
+        exit         the last attempt's exit code (written to exit.tmp, then renamed)
+        deadline     marker: nightwatch killed the Job after active_deadline_seconds
+    <state_dir>/jobs/<namespace>/.tmp-*    a Job being created (renamed to <name>: exactly once)
+    <state_dir>/jobs/<namespace>/.trash-*  a Job being deleted (renamed from <name>)
+
+The process starts in the Job's directory with a fresh environment -- ``PATH`` (the usual
+system directories), ``HOME`` (the Job's directory) and ``LANG=C.UTF-8``, then the spec's
+``env`` on top -- and nothing of the daemon's (its secrets stay its own), as in a container.
+A failing command is retried ``backoff_limit`` times (at once, appending to the same logs).
+
+Observing is one ``os.scandir`` per namespace plus a few small reads per task, and maps:
+``exit`` 0 -> Succeeded, other codes -> Failed ``"exit code N: <last stderr line>"``;
+``deadline`` -> Failed ``DeadlineExceeded``; a live wrapper -> Running (its process group is
+killed once it has run ``active_deadline_seconds`` since ``started``); a pid whose process is
+gone -> Failed "vanished"; otherwise Pending. Finished Jobs are removed
+``ttl_seconds_after_finished`` after they finished (checked while observing, at most every
+``SWEEP_INTERVAL`` per namespace). ``record_path``: one line ``"<task id> <ns>/<name>"`` per
+real create, for tests counting launches across processes. ``state_dir`` is for one machine:
+replicas sharing it must run on the same host (pids are checked locally).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.jobs._local_files import (
+    SYSTEM_PATH,
+    is_wrapper_of,
+    kill_group,
+    last_line,
+    mtime,
+    mv_path,
+    read_int,
+    read_json,
+    read_text,
+)
+from nightwatch.adapters.jobs.recording import append_line
+from nightwatch.domain.errors import (
+    BackendUnavailableError,
+    InvalidTaskSpecError,
+    JobConflictError,
+    JobRejectedError,
+)
+from nightwatch.domain.jobspec import JobDefaults, JobSpec, validate_job_name
+from nightwatch.domain.model import JobPhase, JobState, Task
+from nightwatch.domain.ports import Clock, JobGateway, LaunchOutcome
+
+logger = logging.getLogger(__name__)
+
+BASE_ENV = {"PATH": SYSTEM_PATH, "LANG": "C.UTF-8"}
+DEADLINE_EXCEEDED = "DeadlineExceeded: Job was active longer than specified deadline"
+VANISHED = "the job's process vanished (host restarted?)"
+NEVER_STARTED = "the job's process never started (nightwatch stopped while starting it?)"
+START_TIMEOUT = 30.0  # seconds a started Job may go without a pid before it counts as failed
+SWEEP_INTERVAL = 30.0  # seconds between TTL sweeps of one namespace
+LEFTOVER_AGE = 3600.0  # seconds after which a .tmp-/.trash- directory is removed
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# $1 job dir, $2 absolute path of mv, $3 attempts; then the argv. The subshell keeps a
+# command named like a shell builtin (exit, exec, cd) from touching the wrapper itself.
+_WRAPPER = """d=$1 mv=$2 tries=$3
+shift 3
+echo $$ > "$d/pid" || exit 1
+while :; do
+  ( "$@" )
+  code=$?
+  [ "$code" -eq 0 ] && break
+  tries=$((tries - 1))
+  [ "$tries" -gt 0 ] || break
+done
+echo "$code" > "$d/exit.tmp" && "$mv" -f "$d/exit.tmp" "$d/exit"
+"""
+
+
+@dataclass(frozen=True)
+class _Meta:
+    task_id: int
+    deadline: int | None
+    ttl: int | None
+
+
+class LocalJobGateway(JobGateway):
+    def __init__(
+        self,
+        state_dir: str,
+        *,
+        defaults: JobDefaults | None = None,
+        clock: Clock | None = None,
+        record_path: str | None = None,
+    ) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.jobs_dir = os.path.join(self.state_dir, "jobs")
+        self.defaults = defaults or JobDefaults()
+        self.record_path = record_path
+        self.list_calls = 0  # one per namespace per observe: tests read it
+        self._clock = clock or SystemClock()
+        self._mutex = threading.Lock()
+        self._children: dict[str, subprocess.Popen[bytes]] = {}  # ours, reaped in observe
+        self._meta: dict[str, dict[str, tuple[tuple[int, int], _Meta]]] = {}  # ns -> name -> meta
+        self._swept: dict[str, float] = {}  # namespace -> monotonic time of its last TTL sweep
+        self._has_proc = os.path.exists("/proc/self/cmdline")
+
+    # -- the port ---------------------------------------------------------------------------
+
+    def launch(self, task: Task, spec: JobSpec) -> LaunchOutcome:
+        _check_names(task.namespace, task.name)
+        if not spec.argv:
+            raise JobRejectedError("nothing to run: info.command and info.args are both empty")
+        job_dir = os.path.join(self.jobs_dir, task.namespace, task.name)
+        try:
+            doc = self._document(task, spec)
+            if self._create(job_dir, doc):
+                outcome = LaunchOutcome.CREATED
+                if self.record_path:
+                    append_line(self.record_path, f"{task.id} {task.namespace}/{task.name}\n")
+            else:
+                found = read_json(os.path.join(job_dir, "job.json"))
+                if found is None and not os.path.lexists(job_dir):
+                    raise FileNotFoundError(errno.ENOENT, "deleted while adopting it", job_dir)
+                if found is None or found.get("task_id") != task.id:
+                    raise JobConflictError(
+                        f"a Job named {task.name!r} already exists in namespace {task.namespace!r} "
+                        "and was not created for this task"
+                    )
+                doc, outcome = found, LaunchOutcome.ADOPTED
+            self._start_once(job_dir, doc)
+        except FileNotFoundError as e:  # deleted while we looked at it: try again later
+            raise BackendUnavailableError(f"local jobs: {job_dir} vanished during launch: {e}") from e
+        except OSError as e:
+            raise BackendUnavailableError(f"local jobs: cannot launch {job_dir}: {e}") from e
+        return outcome
+
+    def observe(self, tasks: Sequence[Task]) -> Mapping[int, JobState]:
+        self._reap()
+        by_namespace: dict[str, list[Task]] = {}
+        for task in tasks:
+            if _LABEL.match(task.namespace):
+                by_namespace.setdefault(task.namespace, []).append(task)
+        result: dict[int, JobState] = {}
+        try:
+            for namespace, members in by_namespace.items():
+                entries = self._list(namespace)
+                for gone in self._sweep(namespace, entries):
+                    del entries[gone]
+                self._forget_all_but(namespace, entries)
+                for task in members:
+                    if task.name.startswith(".") or task.name not in entries:
+                        continue
+                    job_dir = entries[task.name]
+                    meta = self._meta_of(job_dir)
+                    if meta is not None and meta.task_id == task.id:
+                        result[task.id] = self._state(job_dir, meta)
+        except OSError as e:
+            raise BackendUnavailableError(f"local jobs: cannot read {self.jobs_dir}: {e}") from e
+        return result
+
+    def close(self) -> None:
+        """Reap what has finished. Running Jobs are left alone: they outlive the daemon."""
+        self._reap()
+
+    # -- beyond the port ----------------------------------------------------------------------
+
+    def delete(self, namespace: str, name: str) -> None:
+        """Kill the Job's processes, if any, and remove it (as ``kubectl delete job`` would)."""
+        _check_names(namespace, name)
+        job_dir = os.path.join(self.jobs_dir, namespace, name)
+        pid = self._pid_of(job_dir)
+        if pid is not None and self._alive(pid, job_dir):
+            kill_group(pid)
+        self._remove(job_dir)
+
+    def _pid_of(self, job_dir: str) -> int | None:
+        """The wrapper's pid: ours if we spawned it, else from the pid file -- waiting a moment
+        for a wrapper that was started but has not written it yet."""
+        with self._mutex:
+            proc = self._children.get(job_dir)
+        if proc is not None:
+            return proc.pid
+        pid_file = os.path.join(job_dir, "pid")
+        for _ in range(100):
+            pid = read_int(pid_file)
+            if pid is not None or not os.path.exists(os.path.join(job_dir, "started")):
+                return pid
+            started = self._started_at(job_dir)
+            if started is not None and self._clock.now().timestamp() - started > START_TIMEOUT:
+                return None
+            time.sleep(0.01)
+        return read_int(pid_file)
+
+    # -- launching ----------------------------------------------------------------------------
+
+    def _document(self, task: Task, spec: JobSpec) -> dict[str, Any]:
+        return {
+            "task_id": task.id,
+            "namespace": task.namespace,
+            "name": task.name,
+            "image": spec.image,
+            "command": list(spec.command),
+            "args": list(spec.args),
+            "env": dict(spec.env),
+            "resources": {k: dict(v) for k, v in spec.resources.items()},
+            "backoff_limit": self.defaults.backoff_limit,
+            "active_deadline_seconds": self.defaults.active_deadline_seconds,
+            "ttl_seconds_after_finished": self.defaults.ttl_seconds_after_finished,
+            "created": self._clock.now().isoformat(),
+        }
+
+    def _create(self, job_dir: str, doc: Mapping[str, Any]) -> bool:
+        """Make ``job_dir`` appear with its job.json in one rename. False when it exists."""
+        if os.path.lexists(job_dir):
+            return False
+        parent = os.path.dirname(job_dir)
+        os.makedirs(parent, exist_ok=True)
+        tmp = os.path.join(parent, f".tmp-{uuid.uuid4().hex}")
+        os.mkdir(tmp)
+        try:
+            with open(os.path.join(tmp, "job.json"), "w", encoding="utf-8") as f:
+                json.dump(doc, f, indent=1)
+            os.rename(tmp, job_dir)  # fails when job_dir exists (it is never empty)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                return False
+            raise
+        return True
+
+    def _start_once(self, job_dir: str, doc: Mapping[str, Any]) -> None:
+        marker = os.path.join(job_dir, "started")
+        try:
+            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return  # started (or being started) by us or another replica
+        try:
+            os.write(fd, f"{self._clock.now().timestamp():.6f}\n".encode())
+        finally:
+            os.close(fd)
+        try:
+            proc = self._spawn(job_dir, doc)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.unlink(marker)  # let the next launch try again
+            raise BackendUnavailableError(f"local jobs: cannot start {job_dir}: {e}") from e
+        with self._mutex:
+            self._children[job_dir] = proc
+        logger.debug("local job %s started as pid %d", job_dir, proc.pid)
+
+    def _spawn(self, job_dir: str, doc: Mapping[str, Any]) -> subprocess.Popen[bytes]:
+        env = {**BASE_ENV, "HOME": job_dir, **doc.get("env", {})}
+        argv = [*doc.get("command", []), *doc.get("args", [])]
+        attempts = int(doc.get("backoff_limit") or 0) + 1
+        wrapper = ["/bin/sh", "-c", _WRAPPER, "nightwatch-job", job_dir, mv_path(), str(attempts), *argv]
+        with open(os.path.join(job_dir, "stdout.log"), "ab") as out, \
+                open(os.path.join(job_dir, "stderr.log"), "ab") as err:
+            return subprocess.Popen(
+                wrapper, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=job_dir, env=env,
+                start_new_session=True, close_fds=True,
+            )
+
+    # -- observing ----------------------------------------------------------------------------
+
+    def _list(self, namespace: str) -> dict[str, str]:
+        """The one listing of a namespace: entry name -> path (dot entries included)."""
+        with self._mutex:
+            self.list_calls += 1
+        try:
+            with os.scandir(os.path.join(self.jobs_dir, namespace)) as it:
+                return {entry.name: entry.path for entry in it}
+        except FileNotFoundError:
+            return {}
+
+    def _meta_of(self, job_dir: str) -> _Meta | None:
+        """The Job's task id and limits; job.json never changes, so it is parsed once."""
+        try:
+            st = os.stat(os.path.join(job_dir, "job.json"))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        key = (st.st_ino, st.st_ctime_ns)  # a new Job of the same name has another job.json
+        namespace, name = os.path.basename(os.path.dirname(job_dir)), os.path.basename(job_dir)
+        with self._mutex:
+            cached = self._meta.get(namespace, {}).get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        doc = read_json(os.path.join(job_dir, "job.json"))
+        if doc is None or not isinstance(doc.get("task_id"), int):
+            return None
+        meta = _Meta(doc["task_id"], doc.get("active_deadline_seconds"), doc.get("ttl_seconds_after_finished"))
+        with self._mutex:
+            self._meta.setdefault(namespace, {})[name] = (key, meta)
+        return meta
+
+    def _forget_all_but(self, namespace: str, present: Mapping[str, str]) -> None:
+        with self._mutex:
+            cache = self._meta.get(namespace, {})
+            for name in [n for n in cache if n not in present]:
+                del cache[name]
+
+    def _state(self, job_dir: str, meta: _Meta) -> JobState:
+        exit_text = read_text(os.path.join(job_dir, "exit"))
+        if exit_text is not None:
+            return self._finished(job_dir, exit_text)
+        if os.path.exists(os.path.join(job_dir, "deadline")):
+            return JobState(JobPhase.FAILED, DEADLINE_EXCEEDED)
+        pid = read_int(os.path.join(job_dir, "pid"))
+        if pid is not None:
+            if self._alive(pid, job_dir):
+                if self._past_deadline(job_dir, meta):
+                    return self._kill_for_deadline(job_dir, pid)
+                return JobState(JobPhase.RUNNING)
+            exit_text = read_text(os.path.join(job_dir, "exit"))  # it may have just finished
+            if exit_text is not None:
+                return self._finished(job_dir, exit_text)
+            return JobState(JobPhase.FAILED, VANISHED)
+        started = self._started_at(job_dir)
+        if started is not None and self._clock.now().timestamp() - started > START_TIMEOUT:
+            return JobState(JobPhase.FAILED, NEVER_STARTED)
+        return JobState(JobPhase.PENDING)
+
+    def _finished(self, job_dir: str, exit_text: str) -> JobState:
+        try:
+            code = int(exit_text)
+        except ValueError:
+            return JobState(JobPhase.FAILED, f"unreadable exit status {exit_text[:40]!r}")
+        if code == 0:
+            return JobState(JobPhase.SUCCEEDED)
+        message = f"exit code {code}"
+        if line := last_line(os.path.join(job_dir, "stderr.log")):
+            message += f": {line}"
+        return JobState(JobPhase.FAILED, message)
+
+    def _started_at(self, job_dir: str) -> float | None:
+        marker = os.path.join(job_dir, "started")
+        text = read_text(marker)
+        if text is None:
+            return None
+        try:
+            return float(text)
+        except ValueError:  # being written right now
+            try:
+                return os.stat(marker).st_mtime
+            except FileNotFoundError:
+                return None
+
+    def _past_deadline(self, job_dir: str, meta: _Meta) -> bool:
+        if meta.deadline is None:
+            return False
+        started = self._started_at(job_dir)
+        return started is not None and self._clock.now().timestamp() - started > meta.deadline
+
+    def _kill_for_deadline(self, job_dir: str, pid: int) -> JobState:
+        with open(os.path.join(job_dir, "deadline"), "w") as f:  # first, so every observer agrees
+            f.write(f"{self._clock.now().timestamp():.6f}\n")
+        kill_group(pid)
+        logger.info("local job %s ran past its active deadline; killed process group %d", job_dir, pid)
+        return JobState(JobPhase.FAILED, DEADLINE_EXCEEDED)
+
+    def _alive(self, pid: int, job_dir: str) -> bool:
+        return is_wrapper_of(pid, job_dir, use_proc=self._has_proc)
+
+    def _reap(self) -> None:
+        with self._mutex:
+            for job_dir, proc in list(self._children.items()):
+                if proc.poll() is not None:
+                    del self._children[job_dir]
+
+    # -- cleaning up --------------------------------------------------------------------------
+
+    def _sweep(self, namespace: str, entries: Mapping[str, str]) -> list[str]:
+        """Remove finished Jobs past their TTL, and leftovers of interrupted creates/deletes.
+        At most every ``SWEEP_INTERVAL`` per namespace. Returns the names removed."""
+        mono = self._clock.monotonic()
+        with self._mutex:
+            last = self._swept.get(namespace)
+            if last is not None and mono - last < SWEEP_INTERVAL:
+                return []
+            self._swept[namespace] = mono
+        now = self._clock.now().timestamp()
+        removed = []
+        for name, path in entries.items():
+            if name.startswith("."):
+                if now - (mtime(path) or now) > LEFTOVER_AGE:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(name)
+                continue
+            meta = self._meta_of(path)
+            if meta is None or meta.ttl is None:
+                continue
+            finished = mtime(os.path.join(path, "exit")) or mtime(os.path.join(path, "deadline"))
+            if finished is not None and now - finished >= meta.ttl:
+                logger.debug("local job %s finished more than %ds ago; removing it", path, meta.ttl)
+                self._remove(path)
+                removed.append(name)
+        return removed
+
+    def _remove(self, job_dir: str) -> None:
+        """Rename away first, so a new Job of the same name never meets a half-deleted one."""
+        trash = os.path.join(os.path.dirname(job_dir), f".trash-{uuid.uuid4().hex}")
+        try:
+            os.rename(job_dir, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _check_names(namespace: str, name: str) -> None:
+    if not _LABEL.match(namespace) or len(namespace) > 63:
+        raise JobRejectedError(f"namespace {namespace!r} is not a DNS-1123 label")
+    try:
+        validate_job_name(name)
+    except InvalidTaskSpecError as e:
+        raise JobRejectedError(str(e)) from e

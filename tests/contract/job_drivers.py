@@ -1,0 +1,166 @@
+"""Drivers for the JobGateway contract suite: one per adapter.
+
+A driver makes gateways of its kind and knows the few things the Protocol cannot tell a test:
+how time moves (``advance``), how to look behind the gateway (how often a Job really ran,
+what environment it saw, how many listings it cost) and how to delete a Job behind
+nightwatch's back. To add an adapter (``kubernetes``), write a ``JobDriver`` subclass here
+and add its name, with its marks, to ``DRIVERS`` / the ``driver`` fixture's params.
+
+Jobs in the suite run *probe* specs (``probe_spec``): ``sh -c`` scripts that append to a
+marker file, so a real backend proves the process ran (and how often), while a simulated
+one reports from its records.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from nightwatch.adapters.clock import FakeClock
+from nightwatch.adapters.jobs.fake import FakeJobGateway
+from nightwatch.adapters.jobs.local import LocalJobGateway
+from nightwatch.domain.jobspec import JobDefaults, JobSpec
+from nightwatch.domain.model import JobPhase, JobState, Task
+from nightwatch.domain.ports import JobGateway
+
+FINISHED = (JobPhase.SUCCEEDED, JobPhase.FAILED)
+MARKER_ENV = "NW_MARKER"
+
+
+def probe_spec(marker: Path, *, value_of: str = "FOO", env: Mapping[str, str] | None = None,
+               seconds: float = 0.0) -> JobSpec:
+    """Append ``$<value_of>`` to ``marker`` (one line per run), then sleep ``seconds``."""
+    script = f'echo "${{{value_of}}}" >> "${MARKER_ENV}"'
+    if seconds:
+        script += f"; sleep {seconds}"
+    return JobSpec(image="busybox", command=("sh", "-c", script),
+                   env={MARKER_ENV: str(marker), **(env or {})})
+
+
+class JobDriver:
+    name = "abstract"
+    namespaces: tuple[str, str] = ("default", "other")
+    poll_step = 0.05  # how far ``advance`` moves between two observations while waiting
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+
+    def make_gateway(self, defaults: JobDefaults | None = None) -> JobGateway:
+        raise NotImplementedError
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of the backend's time pass."""
+        raise NotImplementedError
+
+    def wait_until_finished(self, gateway: JobGateway, tasks: Sequence[Task],
+                            timeout: float = 10.0) -> dict[int, JobState]:
+        """Observe until every task's Job is Succeeded or Failed; fail after ``timeout``."""
+        seen: Mapping[int, JobState] = {}
+        for _ in range(int(timeout / self.poll_step) + 1):
+            seen = gateway.observe(tasks)
+            if all(t.id in seen and seen[t.id].phase in FINISHED for t in tasks):
+                return dict(seen)
+            self.advance(self.poll_step)
+        raise AssertionError(f"{self.name}: Jobs not finished after {timeout}s: {dict(seen)}")
+
+    def runs(self, gateway: JobGateway, task: Task, marker: Path) -> int:
+        """How many times the task's Job really ran (after it finished)."""
+        raise NotImplementedError
+
+    def env_seen(self, gateway: JobGateway, task: Task, marker: Path) -> str | None:
+        """The value the Job's process saw for the probe's variable (after it finished)."""
+        raise NotImplementedError
+
+    def list_calls(self, gateway: JobGateway) -> int:
+        raise NotImplementedError
+
+    def delete(self, gateway: JobGateway, task: Task) -> None:
+        """Delete the task's Job behind nightwatch's back."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class FakeDriver(JobDriver):
+    name = "fake"
+    poll_step = 0.25
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.clock = FakeClock()
+        self.gateways: list[FakeJobGateway] = []
+
+    def make_gateway(self, defaults: JobDefaults | None = None) -> JobGateway:
+        gateway = FakeJobGateway(self.clock, default_duration=1.0, start_delay=0.5, defaults=defaults)
+        self.gateways.append(gateway)
+        return gateway
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def runs(self, gateway: JobGateway, task: Task, marker: Path) -> int:
+        assert isinstance(gateway, FakeJobGateway)
+        return sum(1 for ns, name, _ in gateway.created if (ns, name) == (task.namespace, task.name))
+
+    def env_seen(self, gateway: JobGateway, task: Task, marker: Path) -> str | None:
+        assert isinstance(gateway, FakeJobGateway)
+        return gateway.jobs[(task.namespace, task.name)].spec.env.get("FOO")
+
+    def list_calls(self, gateway: JobGateway) -> int:
+        assert isinstance(gateway, FakeJobGateway)
+        return gateway.list_calls
+
+    def delete(self, gateway: JobGateway, task: Task) -> None:
+        assert isinstance(gateway, FakeJobGateway)
+        gateway.delete(task.namespace, task.name)
+
+
+class LocalDriver(JobDriver):
+    name = "local"
+    poll_step = 0.02
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.state_dir = tmp_path / "state"
+        self.gateways: list[LocalJobGateway] = []
+
+    def make_gateway(self, defaults: JobDefaults | None = None) -> JobGateway:
+        gateway = LocalJobGateway(str(self.state_dir), defaults=defaults)
+        self.gateways.append(gateway)
+        return gateway
+
+    def advance(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def runs(self, gateway: JobGateway, task: Task, marker: Path) -> int:
+        return len(marker.read_text().splitlines()) if marker.exists() else 0
+
+    def env_seen(self, gateway: JobGateway, task: Task, marker: Path) -> str | None:
+        lines = marker.read_text().splitlines() if marker.exists() else []
+        return lines[-1] if lines else None
+
+    def list_calls(self, gateway: JobGateway) -> int:
+        assert isinstance(gateway, LocalJobGateway)
+        return gateway.list_calls
+
+    def delete(self, gateway: JobGateway, task: Task) -> None:
+        assert isinstance(gateway, LocalJobGateway)
+        gateway.delete(task.namespace, task.name)
+
+    def close(self) -> None:
+        """Kill whatever a test left running, so no process outlives the suite."""
+        jobs = self.state_dir / "jobs"
+        if not jobs.is_dir() or not self.gateways:
+            return
+        for ns in os.listdir(jobs):
+            for name in os.listdir(jobs / ns):
+                if not name.startswith("."):
+                    self.gateways[0].delete(ns, name)
+        for gateway in self.gateways:
+            gateway.close()
+
+
+DRIVERS: dict[str, type[JobDriver]] = {"fake": FakeDriver, "local": LocalDriver}

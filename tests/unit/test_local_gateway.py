@@ -1,0 +1,291 @@
+"""What only the local job gateway promises: Jobs outlive the daemon, output is kept, a Job is
+started exactly once even after a crash between creating it and starting it, deadlines kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from nightwatch.adapters.clock import FakeClock
+from nightwatch.adapters.jobs.local import DEADLINE_EXCEEDED, VANISHED, LocalJobGateway
+from nightwatch.domain.errors import JobRejectedError
+from nightwatch.domain.jobspec import JobDefaults, JobSpec
+from nightwatch.domain.model import JobPhase, JobState, Task
+from nightwatch.domain.ports import LaunchOutcome
+
+T = TypeVar("T")
+FINISHED = (JobPhase.SUCCEEDED, JobPhase.FAILED)
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 5.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s (last: {value!r})")
+        time.sleep(0.02)
+
+
+def finished(gateway: LocalJobGateway, tasks: Sequence[Task], timeout: float = 5.0) -> dict[int, JobState]:
+    def probe() -> dict[int, JobState] | None:
+        seen = gateway.observe(tasks)
+        return dict(seen) if all(t.id in seen and seen[t.id].phase in FINISHED for t in tasks) else None
+    return eventually(probe, timeout, "every Job finished")
+
+
+def task(task_id: int, name: str, namespace: str = "default") -> Task:
+    return Task(id=task_id, name=name, namespace=namespace, info="{}", status="Pending")
+
+
+def sh(script: str, **env: str) -> JobSpec:
+    return JobSpec(image="busybox", command=("sh", "-c", script), env=env)
+
+
+def group_alive(pgid: int) -> bool:
+    """Any process of the group that is not a zombie."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "state"
+    yield path
+    cleaner = LocalJobGateway(str(path))  # kill whatever a test left running
+    for ns_dir in (path / "jobs").glob("*"):
+        for job in ns_dir.iterdir():
+            if not job.name.startswith("."):
+                cleaner.delete(ns_dir.name, job.name)
+
+
+def job_dir(state_dir: Path, t: Task) -> Path:
+    return state_dir / "jobs" / t.namespace / t.name
+
+
+def test_a_job_that_finishes_while_the_daemon_is_down_is_observed_after_restart(state_dir: Path) -> None:
+    t = task(1, "outlives")
+    spec = sh('sleep 0.3; echo ran >> "$HOME/runs"')
+    daemon = LocalJobGateway(str(state_dir))
+    assert daemon.launch(t, spec) == LaunchOutcome.CREATED
+    assert daemon.observe([t])[t.id].phase in (JobPhase.PENDING, JobPhase.RUNNING)
+    daemon.close()
+    del daemon  # the daemon is gone; its Job is not
+
+    eventually(lambda: (job_dir(state_dir, t) / "exit").exists(), what="the Job finished on its own")
+    restarted = LocalJobGateway(str(state_dir))
+
+    assert restarted.observe([t])[t.id] == JobState(JobPhase.SUCCEEDED)
+    assert restarted.launch(t, spec) == LaunchOutcome.ADOPTED
+    assert (job_dir(state_dir, t) / "runs").read_text() == "ran\n"
+
+
+def test_stdout_and_stderr_are_kept_and_the_last_error_line_is_the_message(state_dir: Path) -> None:
+    t = task(1, "noisy")
+    gateway = LocalJobGateway(str(state_dir))
+    gateway.launch(t, sh("echo to-stdout; echo first >&2; echo 'it broke' >&2; exit 3"))
+
+    state = finished(gateway, [t])[t.id]
+
+    assert state == JobState(JobPhase.FAILED, "exit code 3: it broke")
+    assert (job_dir(state_dir, t) / "stdout.log").read_text() == "to-stdout\n"
+    assert (job_dir(state_dir, t) / "stderr.log").read_text() == "first\nit broke\n"
+
+
+def test_a_long_error_line_is_trimmed(state_dir: Path) -> None:
+    t = task(1, "verbose")
+    gateway = LocalJobGateway(str(state_dir))
+    gateway.launch(t, sh("printf '%0500d\\n' 0 >&2; exit 1"))
+
+    message = finished(gateway, [t])[t.id].message
+
+    assert message.startswith("exit code 1: 000")
+    assert len(message) <= 220
+
+
+def test_a_crash_between_creating_and_starting_the_job_starts_it_exactly_once(tmp_path: Path) -> None:
+    # The on-disk state after such a crash: the job directory with its job.json, nothing else.
+    # Make the real job.json with one gateway, and copy only that into a fresh state_dir.
+    t = task(7, "half-made")
+    spec = sh('echo ran >> "$HOME/runs"; sleep 0.2')
+    first = tmp_path / "first"
+    LocalJobGateway(str(first)).launch(t, spec)
+    crashed = tmp_path / "crashed"
+    job_dir(crashed, t).mkdir(parents=True)
+    shutil.copy(job_dir(first, t) / "job.json", job_dir(crashed, t) / "job.json")
+    record = tmp_path / "launches"
+    replicas = [LocalJobGateway(str(crashed), record_path=str(record)) for _ in range(4)]
+    assert replicas[0].observe([t])[t.id].phase == JobPhase.PENDING  # not started yet
+    outcomes: list[LaunchOutcome] = []
+    start = threading.Barrier(len(replicas))
+
+    def relaunch(gateway: LocalJobGateway) -> None:
+        start.wait()
+        outcomes.append(gateway.launch(t, spec))
+
+    threads = [threading.Thread(target=relaunch, args=(g,)) for g in replicas]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+
+    assert outcomes == [LaunchOutcome.ADOPTED] * 4
+    assert finished(replicas[1], [t])[t.id].phase == JobPhase.SUCCEEDED
+    assert (job_dir(crashed, t) / "runs").read_text() == "ran\n"
+    assert not record.exists()  # adoptions are not launches
+    eventually(lambda: (job_dir(first, t) / "exit").exists(), what="the first copy finished")
+
+
+def test_active_deadline_kills_the_job(state_dir: Path) -> None:
+    t = task(1, "too-slow")
+    gateway = LocalJobGateway(str(state_dir), defaults=JobDefaults(active_deadline_seconds=1))
+    gateway.launch(t, JobSpec(image="busybox", command=("sleep",), args=("30",)))
+    pid = eventually(lambda: (job_dir(state_dir, t) / "pid").read_text().strip()
+                     if (job_dir(state_dir, t) / "pid").exists() else None, what="a pid")
+    assert gateway.observe([t])[t.id].phase == JobPhase.RUNNING
+
+    state = finished(gateway, [t], timeout=5)[t.id]
+
+    assert state == JobState(JobPhase.FAILED, DEADLINE_EXCEEDED)
+    eventually(lambda: gateway.observe([t]) and not group_alive(int(pid)), what="the process group gone")
+    assert LocalJobGateway(str(state_dir)).observe([t])[t.id] == state  # every observer agrees
+
+
+def test_a_process_that_vanished_fails_its_job(state_dir: Path) -> None:
+    t = task(1, "vanishing")
+    gateway = LocalJobGateway(str(state_dir))
+    gateway.launch(t, JobSpec(image="busybox", command=("sleep",), args=("30",)))
+    pid_file = job_dir(state_dir, t) / "pid"
+    eventually(lambda: pid_file.exists() and pid_file.read_text().strip(), what="a pid")
+
+    os.killpg(int(pid_file.read_text()), signal.SIGKILL)  # as a host restart would
+
+    state = finished(gateway, [t])[t.id]
+    assert state == JobState(JobPhase.FAILED, VANISHED)
+
+    pid_file.write_text(f"{os.getpid()}\n")  # after a reboot the pid belongs to someone else
+    assert LocalJobGateway(str(state_dir)).observe([t])[t.id] == JobState(JobPhase.FAILED, VANISHED)
+
+
+def test_the_environment_is_fresh_plus_the_specs(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NIGHTWATCH_MYSQL_PASSWORD", "secret")
+    t = task(1, "env")
+    gateway = LocalJobGateway(str(state_dir))
+    gateway.launch(t, sh('env > "$HOME/env.txt"', LANG="en_US.UTF-8", FOO="bar baz"))
+    finished(gateway, [t])
+
+    env = dict(line.split("=", 1) for line in (job_dir(state_dir, t) / "env.txt").read_text().splitlines())
+
+    assert "NIGHTWATCH_MYSQL_PASSWORD" not in env
+    assert env["FOO"] == "bar baz"
+    assert env["LANG"] == "en_US.UTF-8"  # the spec wins over the base environment
+    assert env["HOME"] == str(job_dir(state_dir, t))
+    assert "/usr/bin" in env["PATH"].split(":")
+
+
+def test_a_failing_job_is_retried_backoff_limit_times(state_dir: Path) -> None:
+    t = task(1, "flaky")
+    gateway = LocalJobGateway(str(state_dir), defaults=JobDefaults(backoff_limit=2))
+    gateway.launch(t, sh('echo try >> "$HOME/tries"; exit 1'))
+
+    assert finished(gateway, [t])[t.id].phase == JobPhase.FAILED
+    assert (job_dir(state_dir, t) / "tries").read_text() == "try\n" * 3
+
+
+def test_a_command_named_like_a_shell_builtin_does_not_break_the_wrapper(state_dir: Path) -> None:
+    t = task(1, "builtin")
+    gateway = LocalJobGateway(str(state_dir))
+    gateway.launch(t, JobSpec(image="busybox", command=("exit",), args=("4",)))
+
+    assert finished(gateway, [t])[t.id] == JobState(JobPhase.FAILED, "exit code 4")
+
+
+def test_nothing_to_run_is_rejected(state_dir: Path) -> None:
+    gateway = LocalJobGateway(str(state_dir))
+
+    with pytest.raises(JobRejectedError, match="nothing to run"):
+        gateway.launch(task(1, "empty"), JobSpec(image="busybox"))
+
+
+@pytest.mark.parametrize("namespace", ["../escape", "a/b", "", "UPPER"])
+def test_a_namespace_that_is_no_dns_label_is_rejected(state_dir: Path, namespace: str) -> None:
+    gateway = LocalJobGateway(str(state_dir))
+
+    with pytest.raises(JobRejectedError, match="namespace"):
+        gateway.launch(task(1, "x", namespace), JobSpec(image="busybox", command=("true",)))
+    assert not (state_dir.parent / "escape").exists()
+
+
+def test_record_path_gets_one_line_per_real_create(state_dir: Path, tmp_path: Path) -> None:
+    record = tmp_path / "launches"
+    gateway = LocalJobGateway(str(state_dir), record_path=str(record))
+    spec = JobSpec(image="busybox", command=("true",))
+    gateway.launch(task(1, "a"), spec)
+    gateway.launch(task(1, "a"), spec)
+    gateway.launch(task(2, "b", "other"), spec)
+
+    assert record.read_text() == "1 default/a\n2 other/b\n"
+
+
+def test_finished_jobs_are_removed_after_their_ttl(state_dir: Path) -> None:
+    clock = FakeClock(start=datetime.now(UTC))
+    gateway = LocalJobGateway(str(state_dir), clock=clock,
+                              defaults=JobDefaults(ttl_seconds_after_finished=60))
+    done, running = task(1, "done"), task(2, "running")
+    gateway.launch(done, JobSpec(image="busybox", command=("true",)))
+    gateway.launch(running, JobSpec(image="busybox", command=("sleep",), args=("30",)))
+    finished(gateway, [done])
+
+    clock.advance(30)  # within the TTL
+    assert set(gateway.observe([done, running])) == {1, 2}
+    clock.advance(40)  # past it, for the finished Job only
+
+    assert set(gateway.observe([done, running])) == {2}
+    assert not job_dir(state_dir, done).exists()
+    assert job_dir(state_dir, running).exists()
+
+
+def test_a_new_job_may_take_the_name_of_a_deleted_one(state_dir: Path) -> None:
+    gateway = LocalJobGateway(str(state_dir))
+    old, new = task(1, "reused"), task(2, "reused")
+    gateway.launch(old, sh("exit 0"))
+    finished(gateway, [old])
+    gateway.delete(old.namespace, old.name)
+
+    assert gateway.launch(new, sh("exit 0")) == LaunchOutcome.CREATED
+    assert set(gateway.observe([old, new])) == {2}
+    doc = json.loads((job_dir(state_dir, new) / "job.json").read_text())
+    assert doc["task_id"] == 2
+
+
+def test_delete_right_after_launch_kills_the_job(state_dir: Path) -> None:
+    t = task(1, "short-lived")
+    spec = sh('sleep 0.3; echo ran > "$MARK"', MARK=str(state_dir.parent / "ran"))
+    gateway = LocalJobGateway(str(state_dir))
+    other_replica = LocalJobGateway(str(state_dir))
+    gateway.launch(t, spec)
+
+    other_replica.delete(t.namespace, t.name)  # it never saw the pid: it must wait for it
+
+    assert gateway.observe([t]) == {}
+    time.sleep(0.5)
+    assert not (state_dir.parent / "ran").exists()
