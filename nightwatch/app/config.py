@@ -270,7 +270,7 @@ def masked(config: Mapping[str, Any]) -> dict[str, Any]:
         if key in _SECRET_KEYS and v:
             return MASK
         if isinstance(v, str):
-            v = re.sub(r"(://[^:/@\s]+:)[^@\s]+@", rf"\1{MASK}@", v)
+            v = re.sub(r"(://[^:/@\s]*:)[^@\s]+@", rf"\1{MASK}@", v)
             v = re.sub(r"(\bpassword=)\S+", rf"\1{MASK}", v)
         return v
     return walk("", config)  # type: ignore[no-any-return]
