@@ -20,6 +20,7 @@ from pathlib import Path
 
 from nightwatch.adapters.clock import FakeClock
 from nightwatch.adapters.jobs.fake import FakeJobGateway
+from nightwatch.adapters.jobs.kubernetes import KubernetesJobGateway
 from nightwatch.adapters.jobs.local import LocalJobGateway
 from nightwatch.domain.jobspec import JobDefaults, JobSpec
 from nightwatch.domain.model import JobPhase, JobState, Task
@@ -163,4 +164,48 @@ class LocalDriver(JobDriver):
             gateway.close()
 
 
-DRIVERS: dict[str, type[JobDriver]] = {"fake": FakeDriver, "local": LocalDriver}
+class KubernetesDriver(JobDriver):
+    """The kubernetes gateway through the official client, over HTTP, against the API
+    stand-in (tests/k8s_standin.py), whose Job controller runs on this driver's clock."""
+
+    name = "kubernetes"
+    poll_step = 0.25
+
+    def __init__(self, tmp_path: Path) -> None:
+        from k8s_standin import ApiStandIn, write_kubeconfig
+
+        self.clock = FakeClock()
+        self.standin = ApiStandIn(namespaces=self.namespaces, clock=self.clock, start_after=0.5,
+                                  finish_after=1.0).start()
+        self.kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", self.standin)
+        self.gateways: list[KubernetesJobGateway] = []
+
+    def make_gateway(self, defaults: JobDefaults | None = None) -> JobGateway:
+        gateway = KubernetesJobGateway(kubeconfig=str(self.kubeconfig), qps=0, defaults=defaults)
+        self.gateways.append(gateway)
+        return gateway
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def runs(self, gateway: JobGateway, task: Task, marker: Path) -> int:
+        return self.standin.created[(task.namespace, task.name)]
+
+    def env_seen(self, gateway: JobGateway, task: Task, marker: Path) -> str | None:
+        job = self.standin.job(task.namespace, task.name) or {}
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container.get("env", [])}.get("FOO")
+
+    def list_calls(self, gateway: JobGateway) -> int:
+        return self.standin.requests["list"]
+
+    def delete(self, gateway: JobGateway, task: Task) -> None:
+        self.standin.delete_job(task.namespace, task.name)
+
+    def close(self) -> None:
+        for gateway in self.gateways:
+            gateway.close()
+        self.standin.stop()
+
+
+DRIVERS: dict[str, type[JobDriver]] = {"fake": FakeDriver, "local": LocalDriver, "kubernetes": KubernetesDriver}

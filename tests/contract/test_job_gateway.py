@@ -1,4 +1,4 @@
-"""The JobGateway contract, against the Protocol only, over every adapter (fake, local).
+"""The JobGateway contract, against the Protocol only, over every adapter (fake, local, kubernetes).
 
 What one adapter alone promises lives in tests/unit (test_fake_gateway, test_local_gateway).
 """

@@ -1,0 +1,308 @@
+"""KubernetesJobGateway through the official client, over HTTP, against the API stand-in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from k8s_standin import ApiStandIn, write_kubeconfig
+
+from nightwatch.adapters.clock import FakeClock
+from nightwatch.adapters.jobs.kubernetes import KubernetesJobGateway, TokenBucket
+from nightwatch.adapters.jobs.manifest import build_job_manifest
+from nightwatch.domain.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    InvalidTaskSpecError,
+    JobConflictError,
+    JobRejectedError,
+)
+from nightwatch.domain.jobspec import JobDefaults, JobSpec, parse_info
+from nightwatch.domain.model import JobPhase, JobState, Task
+from nightwatch.domain.ports import LaunchOutcome
+
+SEED_1 = Task(1, "demo-task-1", "default", '{"image":"alpine","command":["sleep"],"args":["60"]}', "Normal", 1)
+SEED_2 = Task(2, "demo-task-2", "demo", '{"image":"busybox","command":["sleep"],"args":["3600"]}', "Normal", 2)
+
+
+def task(task_id: int, name: str | None = None, namespace: str = "default", info: str = '{"image": "alpine"}',
+         status: str = "Normal") -> Task:
+    return Task(task_id, f"task-{task_id}" if name is None else name, namespace, info, status)
+
+
+def launch(gateway: KubernetesJobGateway, t: Task) -> LaunchOutcome:
+    return gateway.launch(t, parse_info(t.info))
+
+
+@pytest.fixture
+def standin() -> Iterator[ApiStandIn]:
+    with ApiStandIn(namespaces=("default", "other", "secure"), forbidden=("secure",)) as s:
+        yield s
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path, standin: ApiStandIn) -> Path:
+    return write_kubeconfig(tmp_path / "kubeconfig", standin)
+
+
+@pytest.fixture
+def gateway(kubeconfig: Path) -> Iterator[KubernetesJobGateway]:
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=0)
+    yield g
+    g.close()
+
+
+# -- launch --------------------------------------------------------------------------------
+
+
+def test_creates_the_manifest_exactly_as_built(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    defaults = JobDefaults(backoff_limit=1, ttl_seconds_after_finished=600, active_deadline_seconds=30)
+    g = KubernetesJobGateway(kubeconfig=gateway._kubeconfig, defaults=defaults)
+    spec = parse_info('{"image":"alpine","command":["sh","-c"],"args":["echo $A"],"env":{"A":"1"},'
+                      '"resources":{"limits":{"cpu":"1","memory":"64Mi"}}}')
+    try:
+        assert g.launch(SEED_1, spec) is LaunchOutcome.CREATED
+    finally:
+        g.close()
+    assert standin.received == [build_job_manifest(SEED_1, spec, defaults)]  # nothing lost on the way
+    job = standin.job("default", "demo-task-1")
+    assert job is not None
+    assert job["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "nightwatch",
+                                         "nightwatch.io/task-id": "1"}
+    assert job["spec"]["activeDeadlineSeconds"] == 30
+
+
+def test_seed_rows(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    assert launch(gateway, SEED_1) is LaunchOutcome.CREATED
+    with pytest.raises(JobRejectedError) as e:
+        launch(gateway, SEED_2)
+    assert str(e.value) == 'namespaces "demo" not found'
+    assert [j["metadata"]["name"] for j in standin.jobs()] == ["demo-task-1"]
+
+
+def test_already_exists_with_our_label_is_adopted(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    assert launch(gateway, SEED_1) is LaunchOutcome.CREATED
+    assert launch(gateway, SEED_1) is LaunchOutcome.ADOPTED  # e.g. after a crash before the status write
+    assert standin.created[("default", "demo-task-1")] == 1
+    assert len(standin.jobs()) == 1
+    assert gateway.requests[("create", "409")] == 1 and gateway.requests[("get", "200")] == 1
+
+
+@pytest.mark.parametrize("labels", [None, {"nightwatch.io/task-id": "99"}])
+def test_foreign_job_with_the_same_name_is_a_conflict(
+    gateway: KubernetesJobGateway, standin: ApiStandIn, labels: dict[str, str] | None
+) -> None:
+    foreign = build_job_manifest(task(99, "report"), JobSpec(image="busybox"))
+    foreign["metadata"]["labels"] = labels
+    standin.add_job(foreign)
+    with pytest.raises(JobConflictError) as e:
+        launch(gateway, task(7, "report"))
+    assert str(e.value) == ('a Job named "report" already exists in namespace "default" '
+                            "and was not created for this task")
+
+
+def test_invalid_name_fails_before_any_request(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    for name in ("Demo_Task", "x" * 64, ""):
+        with pytest.raises(JobRejectedError, match="DNS-1123") as e:
+            launch(gateway, task(1, name))
+        assert isinstance(e.value.__cause__, InvalidTaskSpecError)
+    assert sum(standin.requests.values()) == 0
+
+
+def test_422_invalid_carries_the_api_message(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    with pytest.raises(JobRejectedError) as e:
+        gateway.launch(task(1, "no-image"), JobSpec(image=""))
+    assert str(e.value) == 'Job.batch "no-image" is invalid: spec.template.spec.containers[0].image: Required value'
+    with pytest.raises(JobRejectedError) as e:
+        launch(gateway, task(2, "greedy", info='{"image":"alpine","resources":{"requests":{"cpu":"2"},'
+                                               '"limits":{"cpu":"1"}}}'))
+    assert str(e.value) == ('Job.batch "greedy" is invalid: spec.template.spec.containers[0].resources.requests: '
+                            'Invalid value: "2": must be less than or equal to cpu limit of 1')
+    assert standin.answers[("create", 422)] == 2 and not standin.jobs()
+
+
+def test_400_and_403_carry_the_api_message(gateway: KubernetesJobGateway) -> None:
+    with pytest.raises(JobRejectedError, match="quantities must match the regular expression"):
+        launch(gateway, task(1, info='{"image":"alpine","resources":{"limits":{"cpu":"lots"}}}'))
+    with pytest.raises(JobRejectedError) as e:
+        launch(gateway, task(2, namespace="secure"))
+    assert str(e.value) == ('jobs.batch is forbidden: User "system:serviceaccount:nightwatch:nightwatch" cannot '
+                            'create resource "jobs" in API group "batch" in the namespace "secure"')
+
+
+@pytest.mark.parametrize(("kind", "code"), [("429", 429), ("500", 500), ("504", 504)])
+def test_server_faults_are_transient(gateway: KubernetesJobGateway, standin: ApiStandIn, kind: str,
+                                     code: int) -> None:
+    standin.fault_rate, standin.fault_kinds, standin.retry_after = 1.0, (kind,), 7
+    with pytest.raises(BackendUnavailableError) as e:
+        launch(gateway, SEED_1)
+    assert e.value.retry_after == (7 if code == 429 else None)
+    assert gateway.requests[("create", str(code))] == 1  # one request: no blocking retry
+    standin.fault_rate = 0.0
+    # 504 means the create took effect and its answer was lost: the next attempt adopts.
+    expected = LaunchOutcome.ADOPTED if kind == "504" else LaunchOutcome.CREATED
+    assert launch(gateway, SEED_1) is expected
+    assert standin.created[("default", "demo-task-1")] == 1
+
+
+def test_unreachable_server_fails_fast_without_retries(kubeconfig: Path) -> None:
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig), context="elsewhere", request_timeout=5)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match="Kubernetes API create failed"):
+        launch(g, SEED_1)
+    with pytest.raises(BackendUnavailableError, match="Kubernetes API list failed"):
+        g.observe([task(1, status="Running")])
+    assert time.monotonic() - started < 2
+    assert g.requests == {("create", "error"): 1, ("list", "error"): 1}
+
+
+def test_request_timeout_is_applied(kubeconfig: Path, standin: ApiStandIn) -> None:
+    standin.latency = 3.0
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig), request_timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match="timed out"):
+        g.observe([task(1, status="Running")])
+    assert time.monotonic() - started < 2
+
+
+def test_wrong_token_is_transient_not_the_tasks_fault(kubeconfig: Path, standin: ApiStandIn) -> None:
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig), context="wrong-token")
+    with pytest.raises(BackendUnavailableError, match="401: Unauthorized"):
+        launch(g, SEED_1)
+    assert standin.answers == {("create", 401): 1}
+
+
+# -- config loading ------------------------------------------------------------------------
+
+
+def test_context_selects_the_cluster(tmp_path: Path, standin: ApiStandIn) -> None:
+    path = write_kubeconfig(tmp_path / "kc", standin, current="elsewhere")
+    assert launch(KubernetesJobGateway(kubeconfig=str(path), context="standin"), SEED_1) is LaunchOutcome.CREATED
+    with pytest.raises(BackendUnavailableError):  # the current context: a closed port
+        launch(KubernetesJobGateway(kubeconfig=str(path)), task(2))
+
+
+def test_kubeconfig_env_then_in_cluster(monkeypatch: pytest.MonkeyPatch, kubeconfig: Path,
+                                        standin: ApiStandIn) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert launch(KubernetesJobGateway(), SEED_1) is LaunchOutcome.CREATED
+    # Inside a pod (KUBERNETES_SERVICE_HOST set) a null kubeconfig means the service account;
+    # there is none on this machine, and the error says where it looked.
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    with pytest.raises(ConfigError, match="in-cluster service account"):
+        launch(KubernetesJobGateway(), task(2))
+    # An explicit kubeconfig wins even inside a pod.
+    assert launch(KubernetesJobGateway(kubeconfig=str(kubeconfig)), task(3)) is LaunchOutcome.CREATED
+
+
+def test_config_is_loaded_lazily_and_errors_name_the_source(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-kubeconfig"
+    g = KubernetesJobGateway(kubeconfig=str(missing))  # nothing read or connected yet
+    with pytest.raises(ConfigError, match="no-such-kubeconfig"):
+        launch(g, SEED_1)
+    assert not g.requests
+
+
+def test_closed_gateway_refuses_calls(gateway: KubernetesJobGateway) -> None:
+    launch(gateway, SEED_1)
+    gateway.close()
+    with pytest.raises(BackendUnavailableError, match="closed"):
+        launch(gateway, task(2))
+
+
+# -- observe -------------------------------------------------------------------------------
+
+
+def test_job_status_mapping(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    tasks = [task(i, status="Pending") for i in range(1, 7)]
+    for t in tasks:
+        launch(gateway, t)
+    standin.finish("default", "task-2", ok=True)
+    standin.finish("default", "task-3", ok=False)
+    standin.finish("default", "task-4", ok=False, reason="DeadlineExceeded",
+                   message="Job was active longer than specified deadline")
+    standin.suspend("default", "task-5")
+    standin.delete_job("default", "task-6")
+    assert gateway.observe(tasks) == {
+        1: JobState(JobPhase.RUNNING),
+        2: JobState(JobPhase.SUCCEEDED),
+        3: JobState(JobPhase.FAILED, "BackoffLimitExceeded: Job has reached the specified backoff limit"),
+        4: JobState(JobPhase.FAILED, "DeadlineExceeded: Job was active longer than specified deadline"),
+        5: JobState(JobPhase.PENDING),
+        # 6: deleted behind nightwatch's back -> absent (the task watcher applies the grace period)
+    }
+
+
+def test_not_started_job_is_pending(kubeconfig: Path, standin: ApiStandIn) -> None:
+    standin.start_after = None
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig))
+    launch(g, SEED_1)
+    assert g.observe([SEED_1]) == {1: JobState(JobPhase.PENDING)}
+
+
+def test_a_job_is_matched_by_task_id_label_and_name(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    launch(gateway, task(1, "alpha"))
+    impostor = build_job_manifest(task(2, "beta"), JobSpec(image="x"))
+    impostor["metadata"]["labels"]["nightwatch.io/task-id"] = "1"  # someone else's Job claiming task 1
+    standin.add_job(impostor)
+    assert gateway.observe([task(1, "alpha"), task(2, "beta")]) == {1: JobState(JobPhase.RUNNING)}
+
+
+def test_observe_lists_each_namespace_in_pages_and_never_gets(kubeconfig: Path, standin: ApiStandIn) -> None:
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=0, page_size=100)
+    tasks = [task(i, namespace="default" if i % 3 else "other", status="Pending") for i in range(1, 301)]
+    for t in tasks:
+        standin.add_job(build_job_manifest(t, JobSpec(image="x")))
+    standin.add_job({"apiVersion": "batch/v1", "kind": "Job",  # not ours: filtered by the selector
+                     "metadata": {"name": "unmanaged", "namespace": "default"},
+                     "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                                    "containers": [{"name": "c", "image": "x"}]}}}})
+    states = g.observe(tasks)
+    assert len(states) == 300 and set(states.values()) == {JobState(JobPhase.RUNNING)}
+    # 200 Jobs in default (2 pages of 100), 100 in other (1 page) -- and not one GET.
+    assert standin.requests == {"list": 3}
+    assert g.requests == {("list", "200"): 3}
+
+
+def test_list_failure_is_transient(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    launch(gateway, SEED_1)
+    standin.fault_rate, standin.fault_kinds = 1.0, ("500",)
+    with pytest.raises(BackendUnavailableError, match="list"):
+        gateway.observe([SEED_1])
+    standin.fault_kinds = ("429",)
+    with pytest.raises(BackendUnavailableError) as e:
+        gateway.observe([SEED_1])
+    assert e.value.retry_after == 1
+
+
+# -- the client-side rate limit ------------------------------------------------------------
+
+
+def test_rate_limit_honours_qps_and_burst(kubeconfig: Path) -> None:
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=20, burst=5)
+    started = time.monotonic()
+    for i in range(15):
+        g.observe([task(i, status="Running")])
+    elapsed = time.monotonic() - started
+    assert 0.4 <= elapsed < 3, elapsed  # 5 at once, then 10 more at 20/s = 0.5 s
+
+
+def test_token_bucket_never_waits_longer_than_the_timeout() -> None:
+    import threading
+
+    clock = FakeClock()  # time stands still: no token comes back by itself
+    bucket = TokenBucket(rate=10, burst=2, clock=clock, closed=threading.Event())
+    bucket.acquire(timeout=1)
+    bucket.acquire(timeout=1)
+    with pytest.raises(BackendUnavailableError, match="rate limit") as e:
+        bucket.acquire(timeout=0.05)  # the next token is 0.1 s away
+    assert e.value.retry_after == pytest.approx(0.1)
+    clock.advance(0.2)
+    bucket.acquire(timeout=0)
+    bucket.acquire(timeout=0)
+    with pytest.raises(BackendUnavailableError):
+        bucket.acquire(timeout=0)

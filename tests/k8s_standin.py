@@ -1,0 +1,595 @@
+"""An in-process stand-in for the Kubernetes API server: the ``batch/v1`` Jobs calls nightwatch
+makes, answered as the real server answers them.
+
+- bearer-token auth (401 ``Status`` otherwise);
+- ``POST /apis/batch/v1/namespaces/{ns}/jobs``: 201; 409 AlreadyExists; 404
+  ``namespaces "demo" not found``; 403 for namespaces configured forbidden; 400 for a body
+  that cannot be decoded as a Job (a malformed quantity, a namespace mismatch); 422 Invalid for
+  a bad name, no containers, a missing image, a ``restartPolicy`` other than Never/OnFailure,
+  or resource requests above their limits -- with the real server's ``Status`` bodies;
+- ``GET`` one Job (404 when missing), ``DELETE`` one Job, ``LIST`` in a namespace or in all,
+  with equality/inequality/existence label selectors and ``limit``/``continue`` paging;
+- fault injection: a fraction ``fault_rate`` of requests (seeded RNG) is answered 429 with
+  ``Retry-After``, 500, or 504 *after* the request took effect (a create whose answer is lost);
+- Jobs move created → active → Complete/Failed by a rule on the stand-in's clock
+  (``start_after``/``finish_after`` seconds after creation; ``fails(job)`` picks the outcome,
+  by default a Job whose command is ``false`` fails) or by explicit ``start``/``finish`` calls;
+  ``delete_job`` removes one behind nightwatch's back;
+- ``requests`` counts requests by verb (``create``, ``get``, ``list``, ``delete``), and
+  ``created`` counts successful creations per (namespace, name).
+
+``write_kubeconfig`` writes a kubeconfig for it, so tests go through the real client, its
+config loading and its HTTP path.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from copy import deepcopy
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+from kubernetes.utils.quantity import parse_quantity
+
+from nightwatch.adapters.clock import SystemClock
+from nightwatch.domain.ports import Clock
+
+TOKEN = "nightwatch-test-token"
+USER = "system:serviceaccount:nightwatch:nightwatch"
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+_JOBS = re.compile(r"^/apis/batch/v1/(?:namespaces/([^/]+)/)?jobs(?:/([^/]+))?/?$")
+
+
+class StandInError(Exception):
+    """An error answer: HTTP code, reason and message, as a ``Status`` object."""
+
+    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.reason, self.message = code, reason, message
+        self.details = details or {}
+        self.headers = headers or {}
+
+    def status(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": self.message, "reason": self.reason, "code": self.code,
+        }
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+def _fails_by_command(job: dict[str, Any]) -> bool:
+    containers = job["spec"]["template"]["spec"].get("containers") or [{}]
+    return (containers[0].get("command") or [""])[0] == "false"
+
+
+def _rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiStandIn:
+    def __init__(
+        self,
+        *,
+        namespaces: Iterable[str] = ("default",),
+        forbidden: Iterable[str] = (),
+        token: str = TOKEN,
+        clock: Clock | None = None,
+        start_after: float | None = 0.0,
+        finish_after: float | None = None,
+        fails: Callable[[dict[str, Any]], bool] = _fails_by_command,
+        fault_rate: float = 0.0,
+        fault_kinds: Iterable[str] = ("429", "500"),
+        retry_after: int = 1,
+        seed: int = 0,
+        latency: float = 0.0,
+    ) -> None:
+        self.namespaces = set(namespaces)
+        self.forbidden = set(forbidden)
+        self.token = token
+        self.clock = clock or SystemClock()
+        self.start_after = start_after
+        self.finish_after = finish_after
+        self.fails = fails
+        self.fault_rate = fault_rate
+        self.fault_kinds = tuple(fault_kinds)
+        self.retry_after = retry_after
+        self._rng = random.Random(seed)
+        self.latency = latency  # seconds each answer is held back (timeout tests)
+        self._mutex = threading.RLock()
+        self._jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self._born: dict[tuple[str, str], float] = {}  # monotonic creation time
+        self._pinned: set[tuple[str, str]] = set()  # status set by hand: the time rule leaves it
+        self._rv = 1000
+        self.requests: Counter[str] = Counter()  # verb -> requests (all answers)
+        self.answers: Counter[tuple[str, int]] = Counter()  # (verb, code) -> requests
+        self.faults: Counter[str] = Counter()  # fault kind -> injected
+        self.created: Counter[tuple[str, str]] = Counter()  # (ns, name) -> successful creations
+        self.received: list[dict[str, Any]] = []  # bodies of accepted creates, as sent
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> ApiStandIn:
+        standin = self
+
+        class Handler(_Handler):
+            api = standin
+
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="k8s-standin",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> ApiStandIn:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the stand-in first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    # -- what tests drive and read ---------------------------------------------------------
+
+    def add_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create a Job directly, as another client of the cluster would."""
+        with self._mutex:
+            return deepcopy(self._create(manifest["metadata"]["namespace"], deepcopy(manifest)))
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        """Remove a Job behind nightwatch's back."""
+        with self._mutex:
+            del self._jobs[(namespace, name)]
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._mutex:
+            job = self._jobs.get((namespace, name))
+            return deepcopy(self._progress((namespace, name), job)) if job else None
+
+    def jobs(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        with self._mutex:
+            return [deepcopy(self._progress(k, j)) for k, j in sorted(self._jobs.items())
+                    if namespace is None or k[0] == namespace]
+
+    def start_job(self, namespace: str, name: str) -> None:
+        self._set_status(namespace, name, self._running_status)
+
+    def finish(self, namespace: str, name: str, ok: bool = True, reason: str = "BackoffLimitExceeded",
+               message: str = "Job has reached the specified backoff limit") -> None:
+        self._set_status(
+            namespace, name,
+            lambda job: self._succeeded_status(job) if ok else self._failed_status(job, reason, message),
+        )
+
+    def suspend(self, namespace: str, name: str) -> None:
+        def suspended(job: dict[str, Any]) -> dict[str, Any]:
+            job["spec"]["suspend"] = True
+            return {"conditions": [self._condition("Suspended", "JobSuspended", "Job suspended")]}
+
+        self._set_status(namespace, name, suspended)
+
+    def reset_counts(self) -> None:
+        with self._mutex:
+            self.requests.clear()
+            self.answers.clear()
+            self.faults.clear()
+
+    # -- the API ---------------------------------------------------------------------------
+
+    def handle(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, Any],
+                                                                                 dict[str, str]]:
+        """One request → (code, JSON body, extra headers)."""
+        parts = urlsplit(path)
+        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        route = _JOBS.match(parts.path)
+        verb, namespace, name = "other", None, None
+        if route:
+            namespace, name = route.groups()
+            verb = {"POST": "create", "DELETE": "delete"}.get(method, "get" if name else "list")
+        with self._mutex:
+            self.requests[verb] += 1
+        if self.latency:
+            time.sleep(self.latency)
+        try:
+            self._authenticate(headers)
+            if parts.path.rstrip("/") == "/version":
+                return 200, {"major": "1", "minor": "37", "gitVersion": "v1.37.0-standin",
+                             "gitCommit": "0" * 40, "gitTreeState": "clean",
+                             "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
+                             "compiler": "gc", "platform": "linux/amd64"}, {}
+            if route is None:
+                raise StandInError(404, "NotFound", "the server could not find the requested resource")
+            fault = self._fault()
+            if fault == "429":
+                raise StandInError(429, "TooManyRequests", "Too many requests, please try again later.",
+                                   {"retryAfterSeconds": self.retry_after},
+                                   {"Retry-After": str(self.retry_after)})
+            if fault == "500":
+                raise StandInError(500, "InternalError",
+                                   "Internal error occurred: injected fault (etcdserver: leader changed)")
+            code, answer = self._serve(method, verb, namespace, name, query, body)
+            if fault == "504":  # the request took effect, but its answer is lost
+                raise StandInError(504, "Timeout",
+                                   "Timeout: request did not complete within the allotted timeout")
+        except StandInError as e:
+            code, answer, extra = e.code, e.status(), e.headers
+        else:
+            extra = {}
+        with self._mutex:
+            self.answers[(verb, code)] += 1
+        return code, answer, extra
+
+    def _authenticate(self, headers: Any) -> None:
+        scheme, _, token = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or token != self.token:
+            raise StandInError(401, "Unauthorized", "Unauthorized")
+
+    def _fault(self) -> str | None:
+        with self._mutex:
+            if self.fault_rate and self._rng.random() < self.fault_rate:
+                kind = self._rng.choice(self.fault_kinds)
+                self.faults[kind] += 1
+                return kind
+        return None
+
+    def _serve(self, method: str, verb: str, namespace: str | None, name: str | None,
+               query: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        if namespace in self.forbidden:
+            what = {"create": "create", "get": "get", "list": "list", "delete": "delete"}.get(verb, verb)
+            raise StandInError(
+                403, "Forbidden",
+                f'jobs.batch{f" {json.dumps(name)}" if name else ""} is forbidden: User "{USER}" cannot '
+                f'{what} resource "jobs" in API group "batch" in the namespace "{namespace}"',
+                {"name": name or "", "group": "batch", "kind": "jobs"},
+            )
+        if method == "POST" and name is None and namespace:
+            return 201, self._post(namespace, body)
+        if method == "GET" and name is None:
+            return 200, self._list(namespace, query)
+        if method == "GET" and namespace and name:
+            with self._mutex:
+                job = self._jobs.get((namespace, name))
+                if job is None:
+                    raise _not_found(name)
+                return 200, self._progress((namespace, name), job)
+        if method == "DELETE" and namespace and name:
+            with self._mutex:
+                if self._jobs.pop((namespace, name), None) is None:
+                    raise _not_found(name)
+            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                         "details": {"name": name, "group": "batch", "kind": "jobs"}}
+        raise StandInError(405, "MethodNotAllowed", f"the server does not allow this method on the "
+                                                    f"requested resource ({method})")
+
+    def _post(self, namespace: str, body: bytes) -> dict[str, Any]:
+        try:
+            job, sent = json.loads(body), json.loads(body)
+        except ValueError as e:
+            raise StandInError(400, "BadRequest", f"the object provided is unrecognized: {e}") from None
+        if not isinstance(job, dict) or job.get("kind") != "Job" or job.get("apiVersion") != "batch/v1":
+            raise StandInError(400, "BadRequest", "the object provided is unrecognized (must be batch/v1 Job)")
+        _check_quantities(job)
+        meta = job.setdefault("metadata", {})
+        if meta.get("namespace", namespace) != namespace:
+            raise StandInError(400, "BadRequest", "the namespace of the provided object does not match "
+                                                  "the namespace sent on the request")
+        if namespace not in self.namespaces:
+            raise StandInError(404, "NotFound", f'namespaces "{namespace}" not found',
+                               {"name": namespace, "kind": "namespaces"})
+        _validate(job)
+        with self._mutex:
+            created = self._create(namespace, job)
+            self.created[(namespace, meta["name"])] += 1
+            self.received.append(sent)
+            return deepcopy(created)
+
+    def _create(self, namespace: str, job: dict[str, Any]) -> dict[str, Any]:
+        meta = job.setdefault("metadata", {})
+        key = (namespace, meta.get("name", ""))
+        if key in self._jobs:
+            raise StandInError(409, "AlreadyExists", f'jobs.batch "{key[1]}" already exists',
+                               {"name": key[1], "group": "batch", "kind": "jobs"})
+        uid = str(uuid.uuid4())
+        self._rv += 1
+        meta.update(namespace=namespace, uid=uid, resourceVersion=str(self._rv), generation=1,
+                    creationTimestamp=_rfc3339(self.clock.now()))
+        spec = job.setdefault("spec", {})
+        for field, default in (("parallelism", 1), ("completions", 1), ("backoffLimit", 6),
+                               ("completionMode", "NonIndexed"), ("suspend", False)):
+            spec.setdefault(field, default)
+        spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+        template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+        template_meta.setdefault("labels", {}).update({
+            "batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": key[1],
+            "controller-uid": uid, "job-name": key[1],
+        })
+        job["status"] = {}
+        self._jobs[key] = job
+        self._born[key] = self.clock.monotonic()
+        self._pinned.discard(key)
+        return job
+
+    def _list(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
+        selector = _parse_selector(query.get("labelSelector", ""))
+        limit = int(query.get("limit") or 0)
+        start = ""
+        if token := query.get("continue"):
+            try:
+                start = json.loads(base64.urlsafe_b64decode(token.encode()))["start"]
+            except (ValueError, KeyError, TypeError):
+                raise StandInError(400, "BadRequest", "continue key is not valid: illegal base64 data") from None
+        with self._mutex:
+            keys = sorted(k for k, j in self._jobs.items()
+                          if (namespace is None or k[0] == namespace) and f"{k[0]}/{k[1]}" > start
+                          and selector((j.get("metadata") or {}).get("labels") or {}))
+            page = keys[:limit] if limit else keys
+            items = [self._progress(k, self._jobs[k]) for k in page]
+            meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
+            if limit and len(keys) > limit:
+                last = f"{page[-1][0]}/{page[-1][1]}"
+                meta["continue"] = base64.urlsafe_b64encode(json.dumps({"start": last}).encode()).decode()
+                meta["remainingItemCount"] = len(keys) - limit
+        return {"kind": "JobList", "apiVersion": "batch/v1", "metadata": meta,
+                "items": [{k: v for k, v in item.items() if k not in ("kind", "apiVersion")} for item in items]}
+
+    # -- the Job controller, on the stand-in's clock ----------------------------------------
+
+    def _progress(self, key: tuple[str, str], job: dict[str, Any]) -> dict[str, Any]:
+        if key in self._pinned or job["spec"].get("suspend") or _finished(job):
+            return job
+        age = self.clock.monotonic() - self._born.get(key, self.clock.monotonic())
+        if self.finish_after is not None and age >= self.finish_after:
+            job["status"] = (self._failed_status(job, "BackoffLimitExceeded",
+                                                 "Job has reached the specified backoff limit")
+                             if self.fails(job) else self._succeeded_status(job))
+        elif self.start_after is not None and age >= self.start_after and not job["status"].get("active"):
+            job["status"] = self._running_status(job)
+        return job
+
+    def _set_status(self, namespace: str, name: str, make: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        with self._mutex:
+            job = self._jobs[(namespace, name)]
+            job["status"] = make(job)
+            self._pinned.add((namespace, name))
+            self._rv += 1
+            job["metadata"]["resourceVersion"] = str(self._rv)
+
+    def _running_status(self, job: dict[str, Any]) -> dict[str, Any]:
+        return {"active": 1, "ready": 1, "terminating": 0, "startTime": _rfc3339(self.clock.now()),
+                "uncountedTerminatedPods": {}}
+
+    def _succeeded_status(self, job: dict[str, Any]) -> dict[str, Any]:
+        now = _rfc3339(self.clock.now())
+        return {"succeeded": 1, "ready": 0, "terminating": 0, "startTime": now, "completionTime": now,
+                "uncountedTerminatedPods": {},
+                "conditions": [self._condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected "
+                                               "number of succeeded pods"),
+                               self._condition("Complete", "CompletionsReached", "Reached expected number "
+                                               "of succeeded pods")]}
+
+    def _failed_status(self, job: dict[str, Any], reason: str, message: str) -> dict[str, Any]:
+        return {"failed": 1, "ready": 0, "terminating": 0, "startTime": _rfc3339(self.clock.now()),
+                "uncountedTerminatedPods": {},
+                "conditions": [self._condition("FailureTarget", reason, message),
+                               self._condition("Failed", reason, message)]}
+
+    def _condition(self, kind: str, reason: str, message: str) -> dict[str, Any]:
+        now = _rfc3339(self.clock.now())
+        return {"type": kind, "status": "True", "reason": reason, "message": message,
+                "lastProbeTime": now, "lastTransitionTime": now}
+
+
+def _finished(job: dict[str, Any]) -> bool:
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in job["status"].get("conditions") or [])
+
+
+def _not_found(name: str) -> StandInError:
+    return StandInError(404, "NotFound", f'jobs.batch "{name}" not found',
+                        {"name": name, "group": "batch", "kind": "jobs"})
+
+
+def _parse_selector(text: str) -> Callable[[dict[str, str]], bool]:
+    """Equality-based selectors: ``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, comma-separated."""
+    tests: list[Callable[[dict[str, str]], bool]] = []
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        if " in " in term or " notin " in term:
+            raise StandInError(400, "BadRequest", f"unable to parse requirement: set-based selector {term!r} "
+                                                  "is not supported by this stand-in")
+        if "!=" in term:
+            key, value = (s.strip() for s in term.split("!=", 1))
+            tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
+        elif "=" in term:
+            key, value = (s.strip() for s in term.replace("==", "=").split("=", 1))
+            tests.append(lambda labels, k=key, v=value: labels.get(k) == v)
+        elif term.startswith("!"):
+            absent = term[1:].strip()
+            tests.append(lambda labels, k=absent: k not in labels)
+        else:
+            tests.append(lambda labels, k=term: k in labels)
+    return lambda labels: all(test(labels) for test in tests)
+
+
+def _check_quantities(job: dict[str, Any]) -> None:
+    """A malformed quantity does not even decode: the real server answers 400."""
+    for container in _containers(job):
+        for amounts in ((container.get("resources") or {}).get(kind) or {} for kind in ("limits", "requests")):
+            for value in amounts.values():
+                if not isinstance(value, str | int | float) or not _QUANTITY.match(str(value)):
+                    raise StandInError(
+                        400, "BadRequest",
+                        'Job in version "v1" cannot be handled as a Job: quantities must match the regular '
+                        "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'",
+                    )
+
+
+def _containers(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+
+
+def _validate(job: dict[str, Any]) -> None:
+    name = (job.get("metadata") or {}).get("name") or ""
+    causes: list[tuple[str, str]] = []  # (field, message)
+    if not name:
+        causes.append(("metadata.name", "Required value: name or generateName is required"))
+    elif len(name) > 63 or not _DNS1123_LABEL.match(name):
+        causes.append(("metadata.name", (
+            f'Invalid value: "{name}": a lowercase RFC 1123 label must consist of lower case alphanumeric '
+            "characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or "
+            "'123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            + (", must be no more than 63 characters" if len(name) > 63 else "")
+        )))
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    policy = pod.get("restartPolicy")
+    if policy is None:
+        causes.append(("spec.template.spec.restartPolicy",
+                       'Required value: valid values: "OnFailure", "Never"'))
+    elif policy not in ("Never", "OnFailure"):
+        causes.append(("spec.template.spec.restartPolicy",
+                       f'Unsupported value: "{policy}": supported values: "OnFailure", "Never"'))
+    containers = _containers(job)
+    if not containers:
+        causes.append(("spec.template.spec.containers", "Required value"))
+    for i, container in enumerate(containers):
+        where = f"spec.template.spec.containers[{i}]"
+        if not container.get("name"):
+            causes.append((f"{where}.name", "Required value"))
+        if not (container.get("image") or "").strip():
+            causes.append((f"{where}.image", "Required value"))
+        resources = container.get("resources") or {}
+        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+        for resource, wanted in requests.items():
+            if resource in limits and parse_quantity(wanted) > parse_quantity(limits[resource]):
+                causes.append((f"{where}.resources.requests", (
+                    f'Invalid value: "{wanted}": must be less than or equal to {resource} limit of '
+                    f"{limits[resource]}"
+                )))
+    if causes:
+        text = [f"{field}: {message}" for field, message in causes]
+        raise StandInError(
+            422, "Invalid",
+            f'Job.batch "{name}" is invalid: ' + (text[0] if len(text) == 1 else f"[{', '.join(text)}]"),
+            {"name": name, "group": "batch", "kind": "Job",
+             "causes": [{"reason": "FieldValueInvalid", "message": m, "field": f} for f, m in causes]},
+        )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and hung up is not the stand-in's problem
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: ApiStandIn
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client's connection pool expects
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        code, answer, extra = self.api.handle(self.command, self.path, self.headers, body)
+        data = json.dumps(answer).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+
+def schema_version() -> str:
+    """The Kubernetes version whose JSON schemas manifests are validated against: client
+    major N is Kubernetes 1.N (kubernetes 37.x ↔ 1.37); the newest schema kubernetes-validate
+    ships that is not newer than that."""
+    import kubernetes
+    from kubernetes_validate.utils import all_versions
+
+    wanted = (1, int(kubernetes.__version__.split(".")[0]))
+    shipped = [v for v in all_versions() if tuple(int(p) for p in v.split(".")[:2]) <= wanted]
+    assert shipped, f"kubernetes-validate ships no schema for Kubernetes 1.{wanted[1]} or older"
+    return shipped[-1]
+
+
+def write_kubeconfig(path: Path, standin: ApiStandIn, *, current: str = "standin") -> Path:
+    """A kubeconfig with three contexts: ``standin`` (the stand-in, right token),
+    ``wrong-token`` (the stand-in, a token it refuses) and ``elsewhere`` (a closed port)."""
+    config = {
+        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "clusters": [
+            {"name": "standin", "cluster": {"server": standin.url}},
+            {"name": "elsewhere", "cluster": {"server": "http://127.0.0.1:9"}},
+        ],
+        "users": [
+            {"name": "nightwatch", "user": {"token": standin.token}},
+            {"name": "stranger", "user": {"token": "not-" + standin.token}},
+        ],
+        "contexts": [
+            {"name": "standin", "context": {"cluster": "standin", "user": "nightwatch", "namespace": "default"}},
+            {"name": "wrong-token", "context": {"cluster": "standin", "user": "stranger"}},
+            {"name": "elsewhere", "context": {"cluster": "elsewhere", "user": "nightwatch"}},
+        ],
+        "current-context": current,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def main() -> None:
+    """Run the stand-in on its own, e.g. to point ``nightwatch run`` or the k8s suite at it:
+    ``python tests/k8s_standin.py --kubeconfig /tmp/standin.kubeconfig --finish-after 3``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="where to write its kubeconfig")
+    parser.add_argument("--namespace", action="append", default=[], help="namespaces that exist (default: default)")
+    parser.add_argument("--start-after", type=float, default=0.5)
+    parser.add_argument("--finish-after", type=float, default=3.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    standin = ApiStandIn(namespaces=args.namespace or ["default"], start_after=args.start_after,
+                         finish_after=args.finish_after, fault_rate=args.fault_rate).start()
+    write_kubeconfig(args.kubeconfig, standin)
+    print(f"API stand-in on {standin.url}; kubeconfig {args.kubeconfig}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        standin.stop()
+
+
+if __name__ == "__main__":
+    main()
