@@ -1,0 +1,221 @@
+"""The SQL stores when the database is wrong, away, or drops their connections.
+
+Real servers, never stopped: connections are killed from another session instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from sql_databases import MySQLServer, mysql_database, postgres_database
+
+from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.store.mysql import MySQLTaskStore
+from nightwatch.adapters.store.postgres import PostgresTaskStore
+from nightwatch.adapters.store.sqlite import SQLiteTaskStore
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError
+from nightwatch.domain.model import NewTask, TaskStatus
+from nightwatch.domain.ports import TaskStore
+
+pytestmark = pytest.mark.timeout(60)
+INFO = '{"image":"alpine"}'
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fill_pool(store: TaskStore, task_id: int, threads: int = 4) -> None:
+    """Make the store open several connections and keep them idle in its pool."""
+    barrier = threading.Barrier(threads)
+
+    def work() -> None:
+        barrier.wait(timeout=10)
+        for _ in range(20):
+            store.get(task_id)
+
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(work) for _ in range(threads)]:
+            f.result()
+
+
+def recovers(call: Callable[[], object]) -> None:
+    """The first call after the kill may fail as unavailable; the one after it must work."""
+    with contextlib.suppress(BackendUnavailableError):
+        call()
+    call()
+    call()
+
+
+# -- wrong configuration: one clear error naming the key -------------------------------
+
+
+@pytest.mark.mysql
+def test_mysql_wrong_credentials_name_the_keys(mysql_url: str, unique_name: str) -> None:
+    server = MySQLServer.from_url(mysql_url)
+    store = MySQLTaskStore(server.host, server.port, "nwt_nobody", "wrong", unique_name)
+    expected = r"^store\.mysql: .*nwt_nobody.*\(check store\.mysql\.user and store\.mysql\.password\)$"
+    with pytest.raises(ConfigError, match=expected):
+        store.migrate()
+    with pytest.raises(ConfigError, match=expected):
+        store.count_by_status()
+    store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_unknown_role_or_database_names_the_dsn(postgres_dsn: str, unique_name: str) -> None:
+    for dsn in (make_conninfo(postgres_dsn, user=unique_name), make_conninfo(postgres_dsn, dbname=unique_name)):
+        store = PostgresTaskStore(dsn)
+        with pytest.raises(ConfigError, match=rf"^store\.postgres: .*{unique_name}.*check store\.postgres\.dsn"):
+            store.migrate()
+        store.close()
+
+
+@pytest.mark.parametrize("dsn", ["not a dsn", "postgresql://127.0.0.1:notaport/db", "host=127.0.0.1 sslmode=bogus"])
+def test_postgres_malformed_dsn_names_the_key(dsn: str) -> None:
+    with pytest.raises(ConfigError, match=r"^store\.postgres: .*check store\.postgres\.dsn"):
+        PostgresTaskStore(dsn).count_by_status()
+
+
+def test_sqlite_path_that_cannot_be_a_database_names_the_key(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    for path in (tmp_path, tmp_path / "a-file" / "nightwatch.db"):
+        with pytest.raises(ConfigError, match=r"^store\.sqlite: .*check store\.sqlite\.path"):
+            SQLiteTaskStore(str(path), SystemClock()).migrate()
+
+
+# -- unreachable: unavailable, quickly, and nothing connects before the first call -----
+
+
+def test_mysql_unreachable_is_unavailable_within_the_connect_timeout() -> None:
+    port = closed_port()
+    store = MySQLTaskStore("127.0.0.1", port, "root", "", "nwt_none", connect_timeout=2)  # no I/O yet
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match=rf"^store\.mysql \(127\.0\.0\.1:{port}\): "):
+        store.count_by_status()
+    assert time.monotonic() - started < 2 + 1
+    store.close()
+
+
+def test_postgres_unreachable_is_unavailable_within_the_connect_timeout() -> None:
+    port = closed_port()
+    store = PostgresTaskStore(f"postgresql://nobody@127.0.0.1:{port}/x", connect_timeout=2)  # no I/O yet
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match=rf"^store\.postgres \(127\.0\.0\.1:{port}\): "):
+        store.count_by_status()
+    assert time.monotonic() - started < 2 + 1
+    store.close()
+
+
+def test_sqlite_locked_by_another_writer_is_unavailable_after_its_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "nightwatch.db"
+    store = SQLiteTaskStore(str(path), SystemClock(), timeout=0.5)
+    store.migrate()
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(BackendUnavailableError, match=r"^store\.sqlite: .*locked"):
+            store.add(NewTask("t", "default", INFO))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.add(NewTask("t", "default", INFO)).name == "t"
+    store.close()
+
+
+# -- connections killed under the store: it reconnects by itself -----------------------
+
+
+@pytest.mark.mysql
+def test_mysql_store_reconnects_after_its_connections_are_killed(mysql_url: str) -> None:
+    with mysql_database(mysql_url) as (server, database):
+        store = MySQLTaskStore(server.host, server.port, server.user, server.password, database)
+        store.migrate()
+        task = store.add(NewTask("t", "default", INFO))
+        fill_pool(store, task.id)
+
+        with server.connect() as admin, admin.cursor() as cur:
+            cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = %s AND ID <> CONNECTION_ID()",
+                (database,),
+            )
+            ids = [row[0] for row in cur.fetchall()]
+            for connection_id in ids:
+                cur.execute(f"KILL CONNECTION {int(connection_id)}")
+        assert len(ids) >= 2, "the pool should have held several connections"
+
+        recovers(lambda: store.get(task.id))
+        assert store.get(task.id) == task
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_store_reconnects_after_its_connections_are_terminated(postgres_dsn: str) -> None:
+    with postgres_database(postgres_dsn) as dsn:
+        store = PostgresTaskStore(dsn)
+        store.migrate()
+        task = store.add(NewTask("t", "default", INFO))
+        fill_pool(store, task.id)
+
+        with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> pg_backend_pid()",
+                (conninfo_to_dict(dsn)["dbname"],),
+            ).fetchall()
+        assert len(killed) >= 2, "the pool should have held several connections"
+
+        recovers(lambda: store.get(task.id))
+        assert store.get(task.id) == task
+        store.close()
+
+
+# -- a call that cannot finish ends at its deadline --------------------------------------
+
+
+@pytest.mark.mysql
+def test_mysql_call_blocked_by_a_row_lock_ends_within_its_timeout(mysql_url: str) -> None:
+    with mysql_database(mysql_url) as (server, database):
+        store = MySQLTaskStore(server.host, server.port, server.user, server.password, database, read_timeout=2)
+        store.migrate()
+        task = store.add(NewTask("t", "default", INFO))
+        with server.connect(database) as other, other.cursor() as cur:
+            other.begin()
+            cur.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (task.id,))  # held, never released
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError, match=r"^store\.mysql \("):
+                store.transition(task.id, TaskStatus.NORMAL, TaskStatus.PENDING)
+            assert time.monotonic() - started < 2 + 1
+            other.rollback()
+        assert store.transition(task.id, TaskStatus.NORMAL, TaskStatus.PENDING) is True
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_call_blocked_by_a_row_lock_ends_within_its_statement_timeout(postgres_dsn: str) -> None:
+    with postgres_database(postgres_dsn) as dsn:
+        store = PostgresTaskStore(dsn, statement_timeout=0.5)
+        store.migrate()
+        task = store.add(NewTask("t", "default", INFO))
+        with psycopg.connect(dsn) as other:
+            other.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (task.id,))  # held, never released
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailableError, match=r"^store\.postgres \(.*statement timeout"):
+                store.transition(task.id, TaskStatus.NORMAL, TaskStatus.PENDING)
+            assert time.monotonic() - started < 0.5 + 1
+            other.rollback()
+        assert store.transition(task.id, TaskStatus.NORMAL, TaskStatus.PENDING) is True
+        store.close()
