@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -22,6 +24,7 @@ from nightwatch.domain.model import NewTask, Task, TaskStatus
 logger = logging.getLogger("nightwatch")
 
 EXIT_CONFIG = 2
+STUCK_THREAD_GRACE = 1.0  # seconds `run` waits for leftover threads before exiting without them
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         logs.configure(config["log"]["level"], config["log"]["format"])
-        return _dispatch(args, config)
+        code = _dispatch(args, config)
+        if args.command == "run" and not args.once:
+            _exit_despite_stuck_threads(code)
+        return code
     except ConfigError as e:
         print(f"nightwatch: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -153,7 +159,24 @@ def _run(container: Any, config: dict[str, Any], *, once: bool, wait: float | No
 
 def _hard_exit(code: int) -> None:
     logging.shutdown()
+    sys.stdout.flush()
     os._exit(code)
+
+
+def _exit_despite_stuck_threads(code: int) -> None:
+    """A watcher run that ignored its cancellation would hold the interpreter's exit (it joins
+    pool threads): give leftover threads a moment, then exit without them."""
+    deadline = time.monotonic() + STUCK_THREAD_GRACE
+    for thread in _leftover_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    if stuck := [t.name for t in _leftover_threads()]:
+        logger.warning("exiting although %d thread(s) still run cancelled work: %s", len(stuck), ", ".join(stuck))
+        _hard_exit(code)
+
+
+def _leftover_threads() -> list[threading.Thread]:
+    me = threading.current_thread()
+    return [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
 
 
 def _all(store: Any, statuses: list[str] | None, limit: int) -> list[Task]:

@@ -119,7 +119,6 @@ class Container(containers.DeclarativeContainer):
     config = providers.Configuration(strict=True)
 
     clock = providers.Singleton(SystemClock)
-    metrics = providers.Singleton(Metrics)
     identity = providers.Singleton(replica_identity, config.lock.identity)
 
     store = providers.Resource(closing, providers.Selector(
@@ -142,6 +141,7 @@ class Container(containers.DeclarativeContainer):
         local=providers.Factory(local_gateway, config.jobs.local, job_defaults, clock),
         kubernetes=providers.Factory(kubernetes_gateway, config.jobs.kubernetes, job_defaults, clock),
     ))
+    metrics = providers.Singleton(Metrics, gateway=gateway)  # job_requests reads the gateway's tally
 
     watcher_deps = providers.Singleton(
         WatcherDeps, store=store, gateway=gateway, clock=clock, metrics=metrics,

@@ -149,6 +149,8 @@ class Daemon:
             logger.info("shutting down: finishing the run in flight (up to %.1fs), then releasing the lock",
                         self._shutdown_timeout)
             self.elector.step_down("shutdown")
+            logger.info("%s: released lock %r for a standby to take over", self.elector.identity,
+                        self.elector.lock.name, extra={"replica": self.elector.identity})
         self.scheduler.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 from datetime import UTC, datetime
 
 # Fields the code passes as ``extra=`` and the JSON format carries when present.
@@ -43,5 +44,19 @@ def configure(level: str = "info", fmt: str = "text", replica: str | None = None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Everything goes through the handler, so a JSON stream stays one object per line:
+    # warnings, and exceptions that escape a thread.
+    logging.captureWarnings(True)
+    threading.excepthook = _log_thread_exception
     for noisy in ("urllib3", "kubernetes", "psycopg.pool"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("nightwatch").error(
+        "uncaught exception in thread %s", name,
+        exc_info=(args.exc_type, args.exc_value or args.exc_type(), args.exc_traceback),
+    )

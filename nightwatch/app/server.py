@@ -20,30 +20,38 @@ LOOP_STALL = 10.0  # seconds without a turn of the daemon's loop before /healthz
 
 
 def health(daemon: Daemon, lease: float) -> tuple[int, str]:
+    """Liveness: 500 (restart me) when a leader has not renewed for longer than its lease,
+    or when the daemon's loop has stopped turning."""
     now = time.monotonic()
-    if now - daemon.heartbeat > LOOP_STALL and not daemon.stopping:
-        return 500, f"daemon loop has not turned for {now - daemon.heartbeat:.0f}s"
     elector = daemon.elector
     if elector.is_leader and now - elector.last_renewed > lease:
-        return 500, f"leader has not renewed its lease for {now - elector.last_renewed:.1f}s (lease {lease:g}s)"
+        return 500, (f"leader {elector.identity} has not renewed its lease for "
+                     f"{now - elector.last_renewed:.1f}s (lease {lease:g}s): wedged")
+    if now - daemon.heartbeat > LOOP_STALL and not daemon.stopping:
+        return 500, f"daemon loop has not turned for {now - daemon.heartbeat:.0f}s"
     return 200, "ok"
 
 
 def readiness(daemon: Daemon) -> tuple[int, str]:
+    """Readiness: the store answers, and this replica leads in time or could take over."""
     if daemon.stopping:
         return 503, "shutting down"
     if not daemon.migrated:
         return 503, "store not reachable yet"
+    elector = daemon.elector
     try:
-        daemon.store.current_epoch(daemon.elector.lock.name)
+        daemon.store.current_epoch(elector.lock.name)
     except NightwatchError as e:
         return 503, f"store not reachable: {e}"
-    elector = daemon.elector
     if elector.is_leader:
         if time.monotonic() >= elector.deadline():
             return 503, "leader past its renew deadline"
         return 200, f"leader (epoch {elector.fence.epoch if elector.fence else '?'})"
-    return 200, "standby"
+    try:
+        holder = elector.lock.holder()
+    except NightwatchError as e:
+        return 503, f"standby cannot reach the lock: {e}"
+    return 200, f"standby (leader: {holder or 'none'})"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,11 +59,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         srv = self.server
-        if self.path == "/healthz":
+        path = self.path.split("?", 1)[0]
+        if path == "/healthz":
             self._reply(*health(srv.daemon, srv.lease))
-        elif self.path == "/readyz":
-            self._reply(*readiness(srv.daemon))
-        elif self.path == "/metrics":
+        elif path == "/readyz":
+            try:
+                answer = readiness(srv.daemon)
+            except Exception as e:  # an adapter's untranslated error: not ready, and say why
+                logger.warning("/readyz: check failed: %r", e)
+                answer = 503, f"readiness check failed: {e!r}"
+            self._reply(*answer)
+        elif path == "/metrics":
             self._reply(200, generate_latest(srv.metrics.registry).decode(), CONTENT_TYPE_LATEST)
         else:
             self._reply(404, "not found: try /healthz, /readyz or /metrics")
