@@ -128,13 +128,11 @@ class Daemon:
             chunk = min(STANDBY_POLL, end - time.monotonic())
             if chunk <= 0:
                 return
-            started = time.monotonic()
             try:
-                self.elector.lock.wait(chunk)
+                if self.elector.lock.wait(chunk):  # woken by a release: try now
+                    return
             except BackendUnavailableError:
                 self._stop.wait(chunk)
-            if time.monotonic() - started < chunk * 0.9:  # woken by a release: try now
-                return
 
     def _elected(self, fence: Fence) -> None:
         if self._schedule:

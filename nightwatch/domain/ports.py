@@ -118,8 +118,11 @@ class LeaderLock(Protocol):
         """Give the lease up (only if still ours) and wake waiting standbys."""
         ...
 
-    def wait(self, timeout: float) -> None:
-        """Block up to ``timeout`` seconds, returning early when a holder releases."""
+    def wait(self, timeout: float) -> bool:
+        """Block up to ``timeout`` seconds, returning early when a holder releases.
+
+        True when woken by a release, False when the time ran out: a waiter cannot tell
+        from the clock (a wake can come just as its timeout is due)."""
         ...
 
     def holder(self) -> str | None:

@@ -113,7 +113,7 @@ class FileLeaderLock(LeaderLock):
         except OSError:
             return None
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         """Poll the file; a release empties it, a crash is found by the caller's next acquire.
 
         Polling reads the file instead of probing the flock, so waiting standbys never make
@@ -124,7 +124,8 @@ class FileLeaderLock(LeaderLock):
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(POLL_INTERVAL, left))
             if self._signature() != seen:
-                return
+                return True
+        return False
 
     def holder(self) -> str | None:
         """The identity in the file, if an exclusive lock is held on it (a crashed holder's is not).

@@ -108,11 +108,13 @@ class InMemoryLeaderLock(LeaderLock):
             self.hub.releases[self.name] = self.hub.releases.get(self.name, 0) + 1
             self.hub.cond.notify_all()
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         # Real time, not the injected clock: this is how long the caller's thread blocks.
         with self.hub.cond:
             seen = self.hub.releases.get(self.name, 0)
-            self.hub.cond.wait_for(lambda: self.hub.releases.get(self.name, 0) != seen, max(0.0, timeout))
+            return self.hub.cond.wait_for(
+                lambda: self.hub.releases.get(self.name, 0) != seen, max(0.0, timeout)
+            )
 
     def holder(self) -> str | None:
         with self.hub.cond:

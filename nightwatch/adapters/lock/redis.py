@@ -259,7 +259,7 @@ class RedisLeaderLock(LeaderLock):
 
         self._on_all(push)
 
-    def wait(self, timeout: float) -> None:
+    def wait(self, timeout: float) -> bool:
         """BLPOP the wake-up list on the first reachable node, in chunks, up to ``timeout``.
 
         Only a node that does not answer at all can stretch it, by at most the connect timeout.
@@ -269,15 +269,16 @@ class RedisLeaderLock(LeaderLock):
             for node in self._nodes:
                 left = deadline - time.monotonic()
                 if left <= 0.01:
-                    return
+                    return False
                 try:
                     if node.waiter.blpop([self.wake_key], timeout=min(left, WAIT_CHUNK)) is not None:
-                        return
+                        return True
                     break  # a quiet chunk on a live node: start again from the first node
                 except redis.RedisError as e:
                     logger.debug("redis lock %r: wait on %s failed: %s", self.name, node.url, e)
             else:  # no node answered: poll
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return False
 
     def holder(self) -> str | None:
         results = self._on_all(lambda n: n.client.get(self.key))
