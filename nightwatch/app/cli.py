@@ -145,12 +145,18 @@ def _run(container: Any, config: dict[str, Any], *, once: bool, wait: float | No
         from nightwatch.app.server import start_server
 
         server = start_server(config["server"]["listen"], daemon, container.metrics(), lock["ttl"])
+    check = getattr(container.gateway(), "check", None)
+    if callable(check):  # an adapter that loads its configuration lazily: fail at start, not per task
+        check()
     install_signal_handlers(daemon, _hard_exit)
     logger.info("nightwatch %s starting as %s (store %s, lock %s, jobs %s)", __version__,
                 container.identity(), config["store"]["backend"], lock["backend"], config["jobs"]["backend"])
     try:
         if once:
-            return int(daemon.run_once(wait if wait is not None else lock["ttl"] + lock["retry_interval"]))
+            code = daemon.run_once(wait if wait is not None else lock["ttl"] + lock["retry_interval"])
+            if daemon.fatal is not None:
+                raise daemon.fatal
+            return int(code)
         return int(daemon.run())
     finally:
         if server is not None:

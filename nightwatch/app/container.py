@@ -146,6 +146,7 @@ class Container(containers.DeclarativeContainer):
     watcher_deps = providers.Singleton(
         WatcherDeps, store=store, gateway=gateway, clock=clock, metrics=metrics,
         allowed_namespaces=config.jobs.allowed_namespaces, allowed_images=config.jobs.allowed_images,
+        fencing=providers.Callable(_fencing),
     )
     watchers = providers.Singleton(build_watchers, watcher_deps, config.watchers)
     daemon = providers.Singleton(

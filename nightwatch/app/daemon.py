@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from nightwatch.app.elector import LeaderElector
 from nightwatch.app.scheduler import Scheduler
-from nightwatch.domain.errors import BackendUnavailableError, FencedError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, FencedError
 from nightwatch.domain.model import Fence
 from nightwatch.domain.ports import TaskStore
 
@@ -43,6 +43,7 @@ class Daemon:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._fenced: FencedError | None = None
+        self.fatal: ConfigError | None = None  # a config problem met at run time: stop, say it in one line
         self._schedule = True
         self.migrated = False
         self.heartbeat = time.monotonic()  # the loop's last turn: /healthz reads it
@@ -50,6 +51,7 @@ class Daemon:
         elector.on_elected = self._elected
         elector.on_stepped_down = self._stepped_down
         scheduler.on_fenced = self.fenced
+        scheduler.on_fatal = self.fail
 
     # -- control from other threads (signal handlers, the HTTP server) -----------------------
 
@@ -60,21 +62,41 @@ class Daemon:
 
     def fenced(self, error: FencedError) -> None:
         """A watcher's write was refused by the epoch check: a newer leader exists."""
+        fence = self.elector.fence
+        if fence is None or error.epoch != fence.epoch:
+            # a late run of a term we already left: the current term is not concerned
+            logger.debug("ignoring a fenced write of epoch %s (current: %s)", error.epoch, fence)
+            return
         self._fenced = error
         self._wake.set()
+
+    def fail(self, error: ConfigError) -> None:
+        """A configuration problem found only at run time (say, an unreadable kubeconfig)."""
+        self.fatal = self.fatal or error
+        self.request_stop()
 
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self) -> int:
+        """Until stopped. Raises ConfigError when the config turned out wrong at run time."""
         try:
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
                 if not self.migrated and not self._migrate():
                     self._stop.wait(self._retry_interval)
                     continue
-                self._turn()
+                try:
+                    self._turn()
+                except ConfigError:
+                    raise
+                except Exception:  # a bug or an untranslated driver error: never lead through it
+                    logger.exception("daemon loop: unexpected error; stepping down and retrying")
+                    self.elector.step_down("error")
+                    self._stop.wait(self._retry_interval)
         finally:
             self._shutdown()
+        if self.fatal is not None:
+            raise self.fatal
         return 0
 
     def run_once(self, wait: float) -> int:

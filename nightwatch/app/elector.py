@@ -114,6 +114,13 @@ class LeaderElector:
             self._warn(f"took the lock but cannot start a term in the store: {e}")
             self.lock.release()
             return self._retry_interval
+        except BaseException:
+            self.lock.release()
+            raise
+        if self._clock.monotonic() >= min(started + validity, started + self._renew_deadline):
+            self._warn("starting a term took longer than the lease allows; letting go")
+            self.lock.release()
+            return self._retry_interval
         self.role = Role.LEADER
         self.fence = Fence(self.lock.name, epoch)
         self.last_renewed = started

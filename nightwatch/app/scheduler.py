@@ -114,6 +114,7 @@ class Scheduler:
         self._clock = clock
         self._metrics = metrics or Metrics()
         self.on_fenced = on_fenced  # the daemon sets it: a fenced write means step down
+        self.on_fatal: Callable[[ConfigError], None] | None = None  # the daemon sets it: stop
         self._inline = inline
         self._pool = None if inline else ThreadPoolExecutor(
             max(1, len(self._entries)), thread_name_prefix="watcher"
@@ -216,6 +217,13 @@ class Scheduler:
         except BackendUnavailableError as e:
             result = "error"
             logger.warning("watcher %s: run failed, backend unavailable: %s", watcher.name, e)
+            return False
+        except ConfigError as e:
+            result = "error"
+            logger.error("watcher %s: %s", watcher.name, e)
+            if self.on_fatal is None:
+                raise
+            self.on_fatal(e)
             return False
         except Exception:
             result = "error"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from nightwatch.app.metrics import Metrics
 from nightwatch.domain.errors import (
     BackendUnavailableError,
+    ConfigError,
     FencedError,
     InvalidTaskSpecError,
     JobRejectedError,
@@ -42,6 +43,7 @@ class TaskWatcher(Watcher):
         spec: str = "@every 2s",
         name: str = "task",
         metrics: Metrics | None = None,
+        fencing: bool = True,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -59,6 +61,8 @@ class TaskWatcher(Watcher):
         self._retry: dict[int, tuple[int, float]] = {}  # task id -> (failures, not before)
         self._missing_since: dict[int, float] = {}  # task id -> when its Job was first missed
         self._unknown_logged: set[str] = set()
+        self._unavailable_streak = 0  # launches in a row that met an unavailable backend
+        self._fencing = fencing  # False only in tests, with the store's, to show what fencing prevents
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -78,10 +82,18 @@ class TaskWatcher(Watcher):
         """Every ``Normal`` task, oldest first, to the end of the set."""
         now = self._clock.monotonic()
         seen: set[int] = set()
+        self._unavailable_streak = 0
         for page in self._pages((TaskStatus.NORMAL,), ctx):
+            # Jobs are created before the status write that fencing guards: a deposed leader
+            # must not even create them, so check the term before every page of launches.
+            self._check_term(ctx)
             seen.update(t.id for t in page)
             due = [t for t in page if self._retry.get(t.id, (0, 0.0))[1] <= now]
             self._each(due, lambda t: self._launch_one(t, ctx), ctx)
+            if self._unavailable_streak >= self._concurrency:
+                logger.warning("%s watcher: the job backend keeps failing; launching again next run",
+                               self.name)
+                return  # go on to sync instead of timing out on every remaining task
         if not ctx.cancelled.is_set():  # a whole pass: forget tasks that are no longer Normal
             with self._guard:
                 self._retry = {k: v for k, v in self._retry.items() if k in seen}
@@ -91,6 +103,7 @@ class TaskWatcher(Watcher):
         tasks = [t for page in self._pages(IN_FLIGHT, ctx) for t in page]
         if not tasks or ctx.cancelled.is_set():
             return
+        self._check_term(ctx)
         observed = self._gateway.observe(tasks)
         now = self._clock.monotonic()
         in_flight = {t.id for t in tasks}
@@ -99,6 +112,8 @@ class TaskWatcher(Watcher):
         for task in tasks:
             current = TaskStatus(task.status)
             state = observed.get(task.id)
+            if state is not None and state.phase is JobPhase.UNKNOWN:
+                continue  # its namespace could not be listed: neither seen nor missing
             if state is None:
                 since = self._missing_since.setdefault(task.id, now)
                 if now - since >= self._missing_grace:
@@ -132,6 +147,8 @@ class TaskWatcher(Watcher):
     # -- one task --------------------------------------------------------------------------
 
     def _launch_one(self, task: Task, ctx: RunContext) -> None:
+        if self._unavailable_streak >= self._concurrency:
+            return  # the backend is down for everyone: leave the rest for the next run
         try:
             spec = spec_for(
                 task.name, task.namespace, task.info, self._allowed_namespaces, self._allowed_images
@@ -142,12 +159,28 @@ class TaskWatcher(Watcher):
         except JobRejectedError as e:
             self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"job rejected: {e}", ctx)
         except BackendUnavailableError as e:
+            self._unavailable_streak += 1
             self._backoff(task, e)
+        except (FencedError, ConfigError):
+            raise
+        except Exception as e:  # a bug, met by this task only: back off, keep the others going
+            logger.exception("task %s: unexpected error while launching", task.id, extra={"task_id": task.id})
+            self._backoff(task, BackendUnavailableError(f"unexpected {type(e).__name__}: {e}"))
         else:
+            self._unavailable_streak = 0
             if self._move(task, TaskStatus.NORMAL, TaskStatus.PENDING, None, ctx):
                 logger.info("task %s: Job %s/%s %s", task.id, task.namespace, task.name, outcome.value,
                             extra={"task_id": task.id})
-            self._retry.pop(task.id, None)
+            with self._guard:
+                self._retry.pop(task.id, None)
+
+    def _check_term(self, ctx: RunContext) -> None:
+        """Raise FencedError when a newer leadership term than this run's exists."""
+        if not self._fencing or ctx.fence is None:
+            return
+        if self._store.current_epoch(ctx.fence.name) != ctx.fence.epoch:
+            self._metrics.fenced_writes.inc()
+            raise FencedError(ctx.fence.name, ctx.fence.epoch)
 
     def _backoff(self, task: Task, error: BackendUnavailableError) -> None:
         failures = self._retry.get(task.id, (0, 0.0))[0] + 1
@@ -187,26 +220,29 @@ class TaskWatcher(Watcher):
             after = page[-1].id
 
     def _each(self, items: Sequence[T], work: Callable[[T], object], ctx: RunContext) -> None:
-        """Run ``work`` over ``items`` on the bounded pool; re-raise fencing, log other bugs."""
+        """Run ``work`` over ``items`` on the bounded pool, skipping what is left once the run
+        is cancelled; re-raise fencing and config errors, log other bugs."""
         if not items:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix=f"watcher-{self.name}")
-        futures: list[Future[object]] = []
-        for item in items:
+
+        def guarded(item: T) -> object:
             if ctx.cancelled.is_set():
-                break
-            futures.append(self._pool.submit(work, item))
-        fenced: FencedError | None = None
+                return None
+            return work(item)
+
+        futures = [self._pool.submit(guarded, item) for item in items]
+        fatal: FencedError | ConfigError | None = None
         for future in futures:
             try:
                 future.result()
-            except FencedError as e:
-                fenced = e
-                ctx.cancelled.set()  # stop the rest of this run: the term is over
+            except (FencedError, ConfigError) as e:
+                fatal = fatal or e
+                ctx.cancelled.set()  # stop the rest of this run: the term or the config is over
             except BackendUnavailableError as e:
                 logger.warning("%s watcher: %s", self.name, e)
             except Exception:
                 logger.exception("%s watcher: unexpected error on one task; the others go on", self.name)
-        if fenced is not None:
-            raise fenced
+        if fatal is not None:
+            raise fatal

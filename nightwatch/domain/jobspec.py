@@ -15,7 +15,6 @@ MAX_NAME_LENGTH = 63
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _RESOURCE_KINDS = ("limits", "requests")
-KNOWN_KEYS = frozenset({"image", "command", "args", "env", "resources"})
 
 
 @dataclass(frozen=True)
@@ -82,6 +81,8 @@ def parse_info(info: str | bytes | None) -> JobSpec:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidTaskSpecError(f"info is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidTaskSpecError("info is nested too deeply to be a job spec") from None
     if not isinstance(doc, dict):
         raise InvalidTaskSpecError(f"info must be a JSON object, got {type(doc).__name__}")
     image = doc.get("image")

@@ -59,6 +59,7 @@ class JobPhase(enum.StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    UNKNOWN = "Unknown"  # the backend could not be asked this time (e.g. its listing failed)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def next_status(current: TaskStatus, observed: JobState) -> TaskStatus | None:
     Only in-flight tasks follow their Job: a ``Normal`` task is the launcher's business
     (it adopts an existing Job), and terminal tasks never change.
     """
-    if current not in IN_FLIGHT:
+    if current not in IN_FLIGHT or observed.phase is JobPhase.UNKNOWN:
         return None
     target = _PHASE_TARGET[observed.phase]
     return target if can_transition(current, target) else None

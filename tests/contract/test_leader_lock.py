@@ -136,9 +136,10 @@ def test_release_wakes_a_waiter(backend: LockBackend) -> None:
     a, b = backend.make("a"), backend.make("b")
     assert a.acquire() is not None
     woke = threading.Event()
+    said: list[bool] = []
 
     def wait_then_flag() -> None:
-        b.wait(5)
+        said.append(b.wait(5))
         woke.set()
 
     waiter = threading.Thread(target=wait_then_flag)
@@ -150,14 +151,16 @@ def test_release_wakes_a_waiter(backend: LockBackend) -> None:
     assert woke.wait(0.5), "the waiter did not wake within 0.5 s of the release"
     assert time.monotonic() - released_at < 0.5
     waiter.join(1)
+    assert said == [True]  # it says a release woke it: the daemon tries at once on that
     assert b.acquire() is not None
 
 
 def test_wait_returns_after_its_timeout_when_nothing_happens(backend: LockBackend) -> None:
     a, b = backend.make("a"), backend.make("b")
     assert a.acquire() is not None
-    _, elapsed = timed(b.wait, 0.3)
+    woken, elapsed = timed(b.wait, 0.3)
     assert 0.28 <= elapsed < 0.8
+    assert woken is False
     _, elapsed = timed(b.wait, 0)
     assert elapsed < 0.1
 

@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -57,7 +56,7 @@ def rows(db):
 
 
 def test_run_with_no_flags_takes_inserted_rows_to_their_terminal_status_and_exits_0_on_sigterm(workdir):
-    log = open(workdir / "daemon.log", "w")
+    log = open(workdir / "daemon.log", "w")  # noqa: SIM115 - open for the daemon's whole life
     daemon = subprocess.Popen([*NIGHTWATCH, "run"], stdout=log, stderr=subprocess.STDOUT)
     try:
         db = workdir / "nightwatch.db"
@@ -130,3 +129,14 @@ def test_a_broken_config_stops_startup_with_one_line(workdir):
 
 def test_python_dash_m_and_version():
     assert cli("--version").stdout.startswith("nightwatch ")
+
+
+def test_an_unreadable_kubeconfig_stops_startup_with_one_line(workdir):
+    (workdir / "k8s.yaml").write_text(
+        "jobs: {backend: kubernetes, kubernetes: {kubeconfig: /nonexistent/kubeconfig}}\nserver: {listen: ''}\n"
+    )
+    proc = cli("run", "--config", "k8s.yaml", check=False)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("nightwatch: config error: jobs.kubernetes: cannot load the client configuration")
+    assert "Traceback" not in proc.stderr

@@ -152,8 +152,8 @@ def test_unreachable_server_fails_fast_without_retries(kubeconfig: Path) -> None
     started = time.monotonic()
     with pytest.raises(BackendUnavailableError, match="Kubernetes API create failed"):
         launch(g, SEED_1)
-    with pytest.raises(BackendUnavailableError, match="Kubernetes API list failed"):
-        g.observe([task(1, status="Running")])
+    states = g.observe([task(1, status="Running")])  # not observed: neither seen nor missing
+    assert states[1].phase is JobPhase.UNKNOWN and "Kubernetes API list failed" in states[1].message
     assert time.monotonic() - started < 2
     assert g.requests == {("create", "error"): 1, ("list", "error"): 1}
 
@@ -162,8 +162,8 @@ def test_request_timeout_is_applied(kubeconfig: Path, standin: ApiStandIn) -> No
     standin.latency = 3.0
     g = KubernetesJobGateway(kubeconfig=str(kubeconfig), request_timeout=0.3)
     started = time.monotonic()
-    with pytest.raises(BackendUnavailableError, match="timed out"):
-        g.observe([task(1, status="Running")])
+    state = g.observe([task(1, status="Running")])[1]
+    assert state.phase is JobPhase.UNKNOWN and "timed out" in state.message
     assert time.monotonic() - started < 2
 
 
@@ -271,12 +271,16 @@ def test_observe_lists_each_namespace_in_pages_and_never_gets(kubeconfig: Path, 
 def test_list_failure_is_transient(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
     launch(gateway, SEED_1)
     standin.fault_rate, standin.fault_kinds = 1.0, ("500",)
-    with pytest.raises(BackendUnavailableError, match="list"):
-        gateway.observe([SEED_1])
-    standin.fault_kinds = ("429",)
-    with pytest.raises(BackendUnavailableError) as e:
-        gateway.observe([SEED_1])
-    assert e.value.retry_after == 1
+    state = gateway.observe([SEED_1])[1]
+    # not observed, so neither a status change nor "missing": the watcher leaves the task alone
+    assert state.phase is JobPhase.UNKNOWN and "answered 500" in state.message
+    standin.fault_rate = 0.0
+    standin.namespaces.add("locked")
+    standin.forbidden.add("locked")  # a RoleBinding removed for one namespace only
+    other = task(2, name="other-task", namespace="locked", status="Running")
+    states = gateway.observe([SEED_1, other])
+    assert states[2].phase is JobPhase.UNKNOWN and "forbidden" in states[2].message
+    assert states[1].phase is not JobPhase.UNKNOWN  # the other namespace is still observed
 
 
 # -- the client-side rate limit ------------------------------------------------------------
@@ -306,3 +310,20 @@ def test_token_bucket_never_waits_longer_than_the_timeout() -> None:
     bucket.acquire(timeout=0)
     with pytest.raises(BackendUnavailableError):
         bucket.acquire(timeout=0)
+
+
+def test_only_the_api_servers_own_refusals_fail_a_task() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from nightwatch.adapters.jobs.kubernetes import _is_refusal, _status
+
+    def refused(code: int, body: str | None) -> bool:
+        e = ApiException(status=code, reason="x")
+        e.body = body
+        return _is_refusal(e, _status(e), (_status(e).get("message") or ""))
+
+    status = '{"kind": "Status", "code": %d, "message": "%s"}'
+    assert refused(404, status % (404, 'namespaces \\"demo\\" not found'))
+    assert refused(403, status % (403, "jobs.batch is forbidden"))
+    assert not refused(404, "<html>404 page not found</html>")  # a proxy or a wrong path, not the API
+    assert not refused(403, status % (403, 'jobs.batch "t" is forbidden: exceeded quota: q'))  # passes later

@@ -14,7 +14,7 @@ from nightwatch.app.scheduler import Scheduler
 from nightwatch.app.task_watcher import TaskWatcher
 from nightwatch.domain.errors import FencedError
 from nightwatch.domain.jobspec import parse_info
-from nightwatch.domain.model import Fence, NewTask, TaskStatus
+from nightwatch.domain.model import Fence, NewTask
 from nightwatch.domain.ports import RunContext
 
 TERMINAL = {"Succeeded", "Failed"}
@@ -184,7 +184,8 @@ def test_two_leaders_at_once_still_create_one_job_per_task_and_the_stale_one_is_
     tasks = [store.add(NewTask(f"t-{i}", "default", info(), 0)) for i in range(20)]
     with pytest.raises(FencedError):
         old.run(RunContext(old_fence))  # the paused ex-leader wakes up and tries its cycle
-    assert store.writes == 0  # it wrote nothing
+    assert store.writes == 0  # it wrote nothing ...
+    assert gateway.created == []  # ... and created no Job either
     assert all(store.get(t.id).status == "Normal" for t in tasks)
     new.run(RunContext(new_fence))
     assert len(gateway.created) == len({(ns, n) for ns, n, _ in gateway.created})  # one Job per task
@@ -198,7 +199,7 @@ def test_fencing_switched_off_shows_the_stale_write():
     store = InMemoryTaskStore(clock)
     store.fencing = False
     gateway = FakeJobGateway(clock)
-    old = TaskWatcher(store, gateway, clock, allowed_namespaces=["default"])
+    old = TaskWatcher(store, gateway, clock, allowed_namespaces=["default"], fencing=False)
     old_fence = Fence("nightwatch", store.begin_term("nightwatch"))
     store.begin_term("nightwatch")
     t = store.add(NewTask("t", "default", info(), 0))
@@ -224,3 +225,42 @@ def test_failover_mid_way_loses_nothing():
     assert b.elector.is_leader
     assert store.count_by_status() == {"Succeeded": 300}
     assert len(gateway.created) == 300
+
+
+def test_a_job_backend_that_is_down_costs_a_run_a_few_attempts_not_one_per_task():
+    c = Cluster(concurrency=4)
+    for i in range(100):
+        c.submit(f"t-{i}")
+    attempts = []
+    real_launch = c.gateway.launch
+
+    def counting_launch(task, spec):
+        attempts.append(task.id)
+        return real_launch(task, spec)
+
+    c.gateway.launch = counting_launch
+    c.gateway.unavailable = True
+    c.step()
+    assert 4 <= len(attempts) <= 8  # the run gave up after `concurrency` failures in a row
+    assert c.store.count_by_status() == {"Normal": 100}
+    c.gateway.unavailable = False
+    c.run_until_settled()
+    assert c.store.count_by_status() == {"Succeeded": 100}
+
+
+def test_a_bug_met_by_one_task_backs_it_off_and_the_others_go_on():
+    c = Cluster()
+    good = c.submit("good")
+    bad = c.submit("bad")
+    real_launch = c.gateway.launch
+
+    def launch(task, spec):
+        if task.id == bad.id:
+            raise RuntimeError("a bug only this task meets")
+        return real_launch(task, spec)
+
+    c.gateway.launch = launch
+    for _ in range(10):
+        c.step()
+    assert c.store.get(good.id).status == "Succeeded"
+    assert c.store.get(bad.id).status == "Normal"  # kept, retried later with backoff

@@ -38,6 +38,7 @@ def test_env_and_resources():
     ('{"image": "a", "resources": {"limits": {"cpu": true}}}', "resources.limits"),
     (json.dumps({"image": "a", "args": ["x" * (64 * 1024)]}), "at most 65536 bytes"),
     (None, "info is empty"),
+    ("[" * 30000 + "]" * 30000, "nested too deeply"),
 ])
 def test_bad_info_names_the_problem(info, message):
     with pytest.raises(InvalidTaskSpecError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -62,7 +63,8 @@ def test_longest_legal_name():
 
 
 def test_allow_lists():
-    with pytest.raises(InvalidTaskSpecError, match=r"namespace 'demo' is not allowed \(jobs.allowed_namespaces: default\)"):
+    with pytest.raises(InvalidTaskSpecError,
+                       match=r"namespace 'demo' is not allowed \(jobs.allowed_namespaces: default\)"):
         spec_for("demo-task-2", "demo", SEED_1, ["default"])
     with pytest.raises(InvalidTaskSpecError, match="image 'alpine' is not allowed"):
         spec_for("t", "default", SEED_1, ["default"], ["busybox"])

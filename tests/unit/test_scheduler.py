@@ -21,7 +21,7 @@ class Counting:
         if self.block is not None:
             self.block.wait(10)
         if self.fail:
-            raise RuntimeError("boom in run %d" % len(self.runs))
+            raise RuntimeError(f"boom in run {len(self.runs)}")
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

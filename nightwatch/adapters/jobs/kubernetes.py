@@ -36,7 +36,7 @@ from nightwatch.domain.errors import (
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import JobDefaults, JobSpec, validate_job_name
-from nightwatch.domain.model import JobState, Task
+from nightwatch.domain.model import JobPhase, JobState, Task
 from nightwatch.domain.ports import Clock, JobGateway, LaunchOutcome
 
 try:
@@ -148,13 +148,24 @@ class KubernetesJobGateway(JobGateway):
             wanted[task.namespace][(str(task.id), task.name)] = task.id
         states: dict[int, JobState] = {}
         for namespace, by_key in wanted.items():
-            for job in self._list(namespace):
-                meta = job.get("metadata") or {}
-                label = (meta.get("labels") or {}).get(TASK_ID_LABEL, "")
-                task_id = by_key.get((label, meta.get("name", "")))
-                if task_id is not None:
-                    states[task_id] = job_state(job)
+            try:
+                for job in self._list(namespace):
+                    meta = job.get("metadata") or {}
+                    label = (meta.get("labels") or {}).get(TASK_ID_LABEL, "")
+                    task_id = by_key.get((label, meta.get("name", "")))
+                    if task_id is not None:
+                        states[task_id] = job_state(job)
+            except BackendUnavailableError as e:
+                # One namespace's failure (say, its RoleBinding was removed) must neither stall
+                # the others nor count its Jobs as missing: report them as not observed.
+                logger.warning("kubernetes job gateway: cannot list Jobs in namespace %s: %s", namespace, e)
+                unknown = JobState(JobPhase.UNKNOWN, str(e))
+                states.update({task_id: unknown for task_id in by_key.values()})
         return states
+
+    def check(self) -> None:
+        """Load the client configuration now (no request), so a bad kubeconfig stops start-up."""
+        self._batch()
 
     def close(self) -> None:
         self._closed.set()
@@ -229,7 +240,7 @@ class KubernetesJobGateway(JobGateway):
     ) -> Exception:
         status = _status(e)
         message = status.get("message") or f"HTTP {e.status} {e.reason or ''}".strip()
-        if permanent and e.status in _PERMANENT:
+        if permanent and e.status in _PERMANENT and _is_refusal(e, status, message):
             return JobRejectedError(message)
         where = f"{task.namespace}/{task.name}" if task else f"namespace {namespace}"
         return BackendUnavailableError(
@@ -270,6 +281,15 @@ class KubernetesJobGateway(JobGateway):
         cfg.connection_pool_maxsize = 32  # the task watcher's workers share the pool
         logger.info("kubernetes job gateway: API server %s (config from %s)", cfg.host, source)
         return cfg
+
+
+def _is_refusal(e: ApiException, status: dict[str, Any], message: str) -> bool:
+    """Whether the API server itself refused, for good. A 404 or 403 without a ``Status``
+    body came from something in front of it (a proxy, a wrong path); a quota refusal
+    passes once other Jobs finish. Both are retried instead of failing the task."""
+    if status.get("kind") != "Status":
+        return False
+    return not (e.status == 403 and "exceeded quota" in message)
 
 
 def _status(e: ApiException) -> dict[str, Any]:
