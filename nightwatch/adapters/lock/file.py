@@ -45,6 +45,8 @@ class FileLeaderLock(LeaderLock):
             here, there = os.fstat(fd), os.stat(self.path)
         except FileNotFoundError:
             return False
+        except OSError as e:  # EACCES, ESTALE ...: a backend problem, never a crash of the daemon
+            raise BackendUnavailableError(f"file lock {self.name!r}: stat {self.path}: {e}") from e
         return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
     def acquire(self) -> float | None:
@@ -62,7 +64,12 @@ class FileLeaderLock(LeaderLock):
             except OSError as e:
                 os.close(fd)
                 raise BackendUnavailableError(f"file lock {self.name!r}: flock {self.path}: {e}") from e
-            if not self._same_file(fd):  # replaced between open() and flock(): try again later
+            try:
+                same = self._same_file(fd)
+            except BackendUnavailableError:
+                os.close(fd)
+                raise
+            if not same:  # replaced between open() and flock(): try again later
                 os.close(fd)
                 return None
             try:
@@ -78,11 +85,7 @@ class FileLeaderLock(LeaderLock):
         with self._mutex:
             if self._fd is None:
                 raise LeadershipLostError(f"file lock {self.name!r}: not held by {self.identity!r}")
-            try:
-                same = self._same_file(self._fd)
-            except OSError as e:
-                raise BackendUnavailableError(f"file lock {self.name!r}: stat {self.path}: {e}") from e
-            if not same:
+            if not self._same_file(self._fd):
                 self._drop()
                 raise LeadershipLostError(f"file lock {self.name!r}: {self.path} was deleted or replaced")
             return math.inf
