@@ -97,7 +97,7 @@ class FileLeaderLock(LeaderLock):
             try:
                 if self._same_file(self._fd):
                     os.ftruncate(self._fd, 0)  # tells waiters (and holder()) it is free
-            except OSError as e:
+            except (OSError, BackendUnavailableError) as e:
                 logger.warning("file lock %r: could not clear %s: %s", self.name, self.path, e)
             self._drop()
 
