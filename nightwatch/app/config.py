@@ -173,7 +173,7 @@ SCHEMA: dict[str, Any] = {
         "backend": one_of("memory", "sqlite", "mysql", "postgres"),
         "sqlite": {"path": text()},
         "mysql": {"host": text(), "port": integer(1, 65535), "user": text(), "password": text(empty_ok=True),
-                  "database": text(), "connect_timeout": duration, "read_timeout": duration,
+                  "database": text(), "connect_timeout": duration, "read_timeout": duration, "write_timeout": duration,
                   "pool_size": integer(1, 64)},
         "postgres": {"dsn": text(), "connect_timeout": duration, "statement_timeout": duration,
                      "pool_size": integer(1, 64)},

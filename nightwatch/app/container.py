@@ -51,7 +51,7 @@ def sqlite_store(cfg: dict[str, Any], clock: Clock) -> Any:
 
 
 def mysql_store(cfg: dict[str, Any]) -> Any:
-    extra = {k: cfg[k] for k in ("connect_timeout", "read_timeout", "pool_size") if k in cfg}
+    extra = {k: cfg[k] for k in ("connect_timeout", "read_timeout", "write_timeout", "pool_size") if k in cfg}
     return _adapter("store.mysql", "MySQLTaskStore", "PyMySQL")(
         cfg["host"], cfg["port"], cfg["user"], cfg["password"], cfg["database"], fencing=_fencing(), **extra
     )
