@@ -172,6 +172,7 @@ class Daemon:
             logger.info("%s: released lock %r for a standby to take over", self.elector.identity,
                         self.elector.lock.name, extra={"replica": self.elector.identity})
         self.scheduler.close()
+        logger.info("%s: stopped", self.elector.identity, extra={"replica": self.elector.identity})
 
 
 def install_signal_handlers(daemon: Daemon, hard_exit: Callable[[int], None]) -> None:

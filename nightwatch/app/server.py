@@ -103,6 +103,6 @@ def start_server(listen: str, daemon: Daemon, metrics: Metrics, lease: float = 1
         server = _Server((host, int(port)), daemon, metrics, lease)
     except OSError as e:
         raise ConfigError(f"server.listen: cannot listen on {listen}: {e.strerror or e}") from None
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
     logger.info("serving /healthz /readyz /metrics on http://%s:%s", host, server.server_address[1])
     return server

@@ -171,8 +171,9 @@ def test_probes_metrics_logs_and_status_follow_a_scripted_run(
 
             # a standby told to stop goes at once; the leader hands over and exits 0 too
             sent = standby.signal(signal.SIGTERM)
-            assert standby.wait(5) == 0
-            assert time.time() - sent < 1.5
+            assert standby.wait(10) == 0
+            stopped = standby.find(f"{standby.name}: stopped")
+            assert len(stopped) == 1 and ts(stopped[0]) - sent < 1.0, ts(stopped[0]) - sent
             leader.signal(signal.SIGTERM)
             assert leader.wait(10) == 0
 
@@ -225,15 +226,17 @@ def test_sigterm_cancels_the_run_in_flight_after_the_timeout_exits_0_and_a_stand
         released = leader.find("released lock")
         assert len(released) == 1 and ts(released[0]) >= ts(cancelled[0])
         took_over = wait_for(lambda: standby.find(f"{standby.name}: became leader"), 5, "the standby to lead")
-        handover = ts(took_over[0]) - ts(released[0])
+        # the release comes after the "cancelled" line and before the "released" one
+        handover = ts(took_over[0]) - ts(cancelled[0])
         assert 0 <= handover <= 1.0, handover
         assert not leader.find("slow run finished")
+        stopped = leader.find(f"{leader.name}: stopped")
+        assert len(stopped) == 1 and ts(stopped[0]) - ts(released[0]) < 1.0
         if honour:
             assert leader.find("slow run cancelled")
-            assert exited - sent < 2.5
         else:  # the run sleeps on: the process leaves it behind rather than hang
             assert leader.find("exiting although 1 thread(s) still run cancelled work")
-            assert exited - sent < 3.5
+        assert exited - sent < 10  # not the 30 s of the slow run
 
         samples = standby.metrics()[1]
         assert value(samples, "nightwatch_is_leader") == 1
@@ -253,7 +256,7 @@ def test_a_second_signal_exits_at_once(tmp_path: Path, pg: str, redis_url: str, 
         wait_for(lambda: only.find("finishing the run in flight"), 5, "the graceful shutdown to begin")
         sent = only.signal(signal.SIGTERM)
         assert only.wait(5) == 128 + signal.SIGTERM
-        assert time.time() - sent < 1.0
+        assert time.time() - sent < 2.0  # not the 20 s shutdown_timeout
     assert only.find("second signal: exiting now")
 
 
