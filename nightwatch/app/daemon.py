@@ -161,18 +161,36 @@ class Daemon:
             self.scheduler.start(fence)
 
     def _stepped_down(self, reason: str) -> None:
-        timeout = self._shutdown_timeout if reason == "shutdown" else self._step_down_timeout
-        self.scheduler.stop(timeout, cancel_at_once=reason != "shutdown")
+        # On shutdown the run already had its time (see _drain): cancel it and let go at once.
+        self.scheduler.stop(0 if reason == "shutdown" else self._step_down_timeout, cancel_at_once=True)
 
     def _shutdown(self) -> None:
         if self.elector.is_leader:
             logger.info("shutting down: finishing the run in flight (up to %.1fs), then releasing the lock",
                         self._shutdown_timeout)
+            self._drain()
+        if self.elector.is_leader:
             self.elector.step_down("shutdown")
             logger.info("%s: released lock %r for a standby to take over", self.elector.identity,
                         self.elector.lock.name, extra={"replica": self.elector.identity})
         self.scheduler.close()
         logger.info("%s: stopped", self.elector.identity, extra={"replica": self.elector.identity})
+
+
+    def _drain(self) -> None:
+        """Schedule nothing new and give the run in flight ``shutdown_timeout`` to finish,
+        renewing the lease meanwhile so it cannot lapse under that run (then step-down
+        cancels whatever is left). A renewal that fails steps down as it always does."""
+        self.scheduler.pause()
+        deadline = time.monotonic() + self._shutdown_timeout
+        while self.scheduler.busy and self.elector.is_leader:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning("shutdown: the run in flight did not finish within %.1fs; cancelling it",
+                               self._shutdown_timeout)
+                return
+            delay = self.elector.tick()
+            time.sleep(max(0.01, min(delay, left, 0.05)))
 
 
 def install_signal_handlers(daemon: Daemon, hard_exit: Callable[[int], None]) -> None:

@@ -164,6 +164,15 @@ class Scheduler:
         """Run every watcher once, one after the other (``nightwatch run --once``). True if all ok."""
         return all(self._run(e.watcher, RunContext(fence=fence)) for e in self._entries)
 
+    def pause(self) -> None:
+        """Start nothing new; runs in flight go on."""
+        self._active = False
+
+    @property
+    def busy(self) -> bool:
+        """Whether a run is in flight."""
+        return any(e.running is not None and not e.running.done() for e in self._entries)
+
     def stop(self, timeout: float, *, cancel_at_once: bool = True) -> bool:
         """Stop scheduling. Runs in flight are cancelled at once, or (on shutdown) given
         ``timeout`` to finish and cancelled after that. True if none is left running."""

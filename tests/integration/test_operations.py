@@ -220,7 +220,7 @@ def test_sigterm_cancels_the_run_in_flight_after_the_timeout_exits_0_and_a_stand
         assert leader.wait(10) == 0, leader.raw_log()
         exited = time.time()
 
-        cancelled = leader.find("still going after 1.0s: cancelled")
+        cancelled = leader.find("did not finish within 1.0s; cancelling it")
         assert len(cancelled) == 1, leader.raw_log()
         assert ts(cancelled[0]) - sent >= 0.95  # it had its shutdown_timeout to finish
         released = leader.find("released lock")

@@ -120,3 +120,43 @@ def test_a_late_fenced_write_of_an_old_term_does_not_depose_the_current_term():
     finally:
         d.request_stop()
         thread.join(5)
+
+
+def test_the_lease_does_not_lapse_while_shutdown_lets_a_long_run_finish():
+    """Defect #2 of the original: on shutdown its lock lapsed while a cycle was still running."""
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    run_started, run_ended = threading.Event(), threading.Event()
+
+    class Slow:
+        name, spec = "slow", "@every 100ms"
+
+        def run(self, ctx):
+            if run_started.is_set():
+                return
+            run_started.set()
+            time.sleep(1.6)  # longer than the 1 s lease, shorter than the shutdown timeout
+            run_ended.set()
+
+    def daemon(name):
+        lock = InMemoryLeaderLock("nightwatch", name, 1.0, clock, hub)
+        elector = LeaderElector(lock, store, clock, identity=name, renew_interval=0.2, renew_deadline=0.7,
+                                retry_interval=0.05)
+        return Daemon(store, elector, Scheduler([Slow()], clock), retry_interval=0.05, shutdown_timeout=3.0)
+
+    a, b = daemon("a"), daemon("b")
+    ta = start(a)
+    assert wait_for(lambda: a.elector.is_leader)
+    tb = start(b)
+    try:
+        assert run_started.wait(2)
+        a.request_stop()
+        while not run_ended.is_set():
+            assert not b.elector.is_leader, "the standby took over while the old leader's run was in flight"
+            time.sleep(0.01)
+        assert wait_for(lambda: b.elector.is_leader, 1.0)  # released after the run: taken over at once
+    finally:
+        a.request_stop()
+        b.request_stop()
+        ta.join(5)
+        tb.join(5)
