@@ -93,6 +93,7 @@ class LeaderElector:
         self.role = Role.CANDIDATE
         self.fence = None
         self._metrics.is_leader.set(0)
+        self._metrics.tasks.clear()  # only the leader reports task counts: no stale copies to sum
         self._metrics.leader_transitions.labels(reason).inc()
         try:
             self.on_stepped_down(reason)
