@@ -8,8 +8,9 @@ Job that finishes while the daemon is down is observed correctly after a restart
         job.json     task id, name, namespace, spec, backoff_limit, active_deadline_seconds,
                      ttl_seconds_after_finished, created; written before the directory appears
                      and never changed afterwards
-        started      O_CREAT|O_EXCL marker: whoever creates it starts the process (content:
-                     start time, Unix seconds)
+        started      when the first start was attempted (Unix seconds; O_CREAT|O_EXCL)
+        claim        made (mkdir) by the one wrapper that runs the command: creators and
+                     adopters may each start a wrapper, exactly one gets past the claim
         pid          written by the wrapper: its pid, which is also the Job's process group
         stdout.log, stderr.log   the command's output (appended to by every attempt)
         exit         the last attempt's exit code (written to exit.tmp, then renamed)
@@ -86,8 +87,11 @@ _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 # $1 job dir, $2 absolute path of mv, $3 attempts; then the argv. The subshell keeps a
 # command named like a shell builtin (exit, exec, cd) from touching the wrapper itself.
+# The first line is the claim: of all wrappers ever started for a Job (by its creator, or
+# by a replica adopting it after the creator died mid-start), exactly one gets past it.
 _WRAPPER = """d=$1 mv=$2 tries=$3
 shift 3
+mkdir "$d/claim" 2>/dev/null || exit 0
 echo $$ > "$d/pid" || exit 1
 while :; do
   ( "$@" )
@@ -253,24 +257,26 @@ class LocalJobGateway(JobGateway):
         return True
 
     def _start_once(self, job_dir: str, doc: Mapping[str, Any]) -> None:
+        """Start the Job's wrapper unless one already claimed it. Called by the creator and by
+        every adopter, so a Job whose creator died before its process started (the crash
+        between "created" and "started") is started by whoever adopts it; the wrapper's
+        ``mkdir claim`` lets exactly one of them run the command."""
+        if os.path.exists(os.path.join(job_dir, "claim")) or os.path.exists(os.path.join(job_dir, "exit")):
+            return
         marker = os.path.join(job_dir, "started")
-        try:
+        with contextlib.suppress(FileExistsError):  # the first attempt's time counts for START_TIMEOUT
             fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return  # started (or being started) by us or another replica
-        try:
-            os.write(fd, f"{self._clock.now().timestamp():.6f}\n".encode())
-        finally:
-            os.close(fd)
+            try:
+                os.write(fd, f"{self._clock.now().timestamp():.6f}\n".encode())
+            finally:
+                os.close(fd)
         try:
             proc = self._spawn(job_dir, doc)
         except OSError as e:
-            with contextlib.suppress(OSError):
-                os.unlink(marker)  # let the next launch try again
             raise BackendUnavailableError(f"local jobs: cannot start {job_dir}: {e}") from e
         with self._mutex:
             self._children[job_dir] = proc
-        logger.debug("local job %s started as pid %d", job_dir, proc.pid)
+        logger.debug("local job %s: wrapper started as pid %d", job_dir, proc.pid)
 
     def _spawn(self, job_dir: str, doc: Mapping[str, Any]) -> subprocess.Popen[bytes]:
         env = {**BASE_ENV, "HOME": job_dir, **doc.get("env", {})}
