@@ -150,7 +150,7 @@ class Scheduler:
                 continue
             e.due = e.schedule.following(e.due, mono, wall)
             if e.running is not None and not e.running.done():
-                logger.warning("watcher %s: previous run still going; skipping this one", e.watcher.name)
+                logger.info("watcher %s: previous run still going; skipping this one", e.watcher.name)
                 self._metrics.watcher_runs.labels(e.watcher.name, "skipped").inc()
                 continue
             e.ctx = RunContext(fence=self._fence)

@@ -234,6 +234,7 @@ class TaskWatcher(Watcher):
 
         futures = [self._pool.submit(guarded, item) for item in items]
         fatal: FencedError | ConfigError | None = None
+        unavailable: list[BackendUnavailableError] = []
         for future in futures:
             try:
                 future.result()
@@ -241,8 +242,11 @@ class TaskWatcher(Watcher):
                 fatal = fatal or e
                 ctx.cancelled.set()  # stop the rest of this run: the term or the config is over
             except BackendUnavailableError as e:
-                logger.warning("%s watcher: %s", self.name, e)
+                unavailable.append(e)
             except Exception:
                 logger.exception("%s watcher: unexpected error on one task; the others go on", self.name)
+        if unavailable:  # one line for an outage, not one per task
+            logger.warning("%s watcher: %d task(s) not updated, backend unavailable: %s%s", self.name,
+                           len(unavailable), unavailable[0], " (and more)" if len(unavailable) > 1 else "")
         if fatal is not None:
             raise fatal
