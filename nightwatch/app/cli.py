@@ -27,10 +27,18 @@ EXIT_CONFIG = 2
 STUCK_THREAD_GRACE = 1.0  # seconds `run` waits for leftover threads before exiting without them
 
 
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="F", help="YAML config (default: $NIGHTWATCH_CONFIG, "
-                        "./config/nightwatch.yaml, built-in defaults)")
+    # SUPPRESS: a subcommand's own --config must not reset one given before the subcommand
+    common.add_argument("--config", metavar="F", default=argparse.SUPPRESS,
+                        help="YAML config (default: $NIGHTWATCH_CONFIG, ./config/nightwatch.yaml, built-in defaults)")
     p = argparse.ArgumentParser(prog="nightwatch", parents=[common],
                                 description="Keeps a task table and Kubernetes Jobs in step.")
     p.add_argument("--version", action="version", version=f"nightwatch {__version__}")
@@ -52,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--image", required=True)
     submit.add_argument("--command", action="append", default=[], metavar="C", help="repeat for each word")
     submit.add_argument("--arg", action="append", default=[], metavar="A", help="repeat for each argument")
-    submit.add_argument("--env", action="append", default=[], metavar="K=V")
+    submit.add_argument("--env", action="append", default=[], metavar="K=V", type=_env_pair)
     submit.add_argument("--user-id", type=int, default=0)
     submit.add_argument("--json", action="store_true")
     lst = task.add_parser("list", parents=[common], help="list tasks, oldest first")
@@ -75,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config)
+        config = load_config(getattr(args, "config", None))
         logs.configure(config["log"]["level"], config["log"]["format"])
         code = _dispatch(args, config)
         if args.command == "run" and not args.once:
@@ -110,13 +118,13 @@ def _dispatch(args: argparse.Namespace, config: dict[str, Any]) -> int:
             store.migrate()
             print("schema is up to date")
             return 0
+        store.migrate()  # idempotent; a fresh store answers the commands below with empty results
         if args.command == "status":
             return _status(container, store, args.json)
-        store.migrate()
         if args.task_command == "submit":
             info: dict[str, Any] = {"image": args.image, "command": args.command, "args": args.arg}
             if args.env:
-                info["env"] = dict(kv.split("=", 1) for kv in args.env if "=" in kv)
+                info["env"] = dict(args.env)
             task = store.add(NewTask(args.name, args.namespace, json.dumps(info), args.user_id))
             _print_tasks([task], args.json, single=True)
             return 0

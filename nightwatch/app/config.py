@@ -40,12 +40,13 @@ def find_config(explicit: str | None) -> Path | None:
 
 
 def _read(path: Path | None) -> dict[str, Any]:
+    """A config file with ``${VAR}`` / ``${VAR:default}`` resolved; None = the built-in defaults."""
+    if path is None:
+        with resources.as_file(resources.files("nightwatch.app").joinpath("default.yaml")) as builtin:
+            return _read(builtin)
     reader = providers.Configuration()
     try:
-        if path is None:
-            reader.from_dict(yaml.safe_load(default_config_text()))
-        else:
-            reader.from_yaml(str(path), required=True, envs_required=True)
+        reader.from_yaml(str(path), required=True, envs_required=True)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} not found") from None
     except yaml.YAMLError as e:
@@ -64,7 +65,7 @@ def _read(path: Path | None) -> dict[str, Any]:
 
 def load_config(explicit: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The effective, checked config. ConfigError (one line) on any problem."""
-    defaults = yaml.safe_load(default_config_text())
+    defaults = _read(None)  # interpolated too: its secrets come from the environment
     path = find_config(explicit)
     merged = _merge(defaults, _read(path) if path is not None else {})
     if overrides:

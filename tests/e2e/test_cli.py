@@ -140,3 +140,12 @@ def test_an_unreadable_kubeconfig_stops_startup_with_one_line(workdir):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("nightwatch: config error: jobs.kubernetes: cannot load the client configuration")
     assert "Traceback" not in proc.stderr
+
+
+def test_config_before_the_subcommand_is_honoured(workdir):
+    (workdir / "other.yaml").write_text("store: {sqlite: {path: other.db}}\nserver: {listen: ''}\n")
+    cli("--config", "other.yaml", "task", "submit", "--name", "x", "--namespace", "default", "--image", "a")
+    assert (workdir / "other.db").exists() and not (workdir / "nightwatch.db").exists()
+    bad = cli("task", "submit", "--name", "y", "--namespace", "default", "--image", "a", "--env", "NOEQ",
+              check=False)
+    assert bad.returncode == 2 and "expected NAME=VALUE" in bad.stderr

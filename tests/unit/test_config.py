@@ -78,3 +78,15 @@ def test_a_wrong_value_is_one_line_naming_the_key(tmp_path, text, message):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "nope.yaml"))
+
+
+def test_the_built_in_defaults_read_the_environment_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("NIGHTWATCH_POSTGRES_DSN", "postgresql://u:pw@db:5432/tasks")
+    monkeypatch.setenv("NIGHTWATCH_MYSQL_PASSWORD", "s3cret")
+    c = load_config(write(tmp_path, "store: {backend: postgres}\n"))  # no dsn of its own
+    assert c["store"]["postgres"]["dsn"] == "postgresql://u:pw@db:5432/tasks"
+    assert c["store"]["mysql"]["password"] == "s3cret"
+    monkeypatch.delenv("NIGHTWATCH_POSTGRES_DSN")
+    assert load_config(write(tmp_path, "{}\n"))["store"]["postgres"]["dsn"] == (
+        "postgresql://127.0.0.1:5432/nightwatch"
+    )
