@@ -268,7 +268,8 @@ class KubernetesJobGateway(JobGateway):
                 k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
             else:
                 k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                    config_file=os.path.expanduser(source), context=self._context,
+                    # the client splits a $KUBECONFIG list on ":" and expands each path itself
+                    config_file=source, context=self._context,
                     client_configuration=cfg, persist_config=False,
                 )
         except (k8s_config.ConfigException, OSError, ValueError) as e:
