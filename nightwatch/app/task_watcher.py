@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ KNOWN_STATUSES = frozenset(s.value for s in TaskStatus)
 
 RETRY_BASE = 2.0  # seconds before the first retry of a transient launch failure
 RETRY_MAX = 120.0
+# 2 s doubled 6 times passes the cap; a larger exponent only risks float overflow
+_MAX_DOUBLINGS = math.ceil(math.log2(RETRY_MAX / RETRY_BASE))
 
 
 class TaskWatcher(Watcher):
@@ -184,7 +187,7 @@ class TaskWatcher(Watcher):
 
     def _backoff(self, task: Task, error: BackendUnavailableError) -> None:
         failures = self._retry.get(task.id, (0, 0.0))[0] + 1
-        delay = min(RETRY_BASE * 2 ** (failures - 1), RETRY_MAX)
+        delay = min(RETRY_BASE * 2 ** min(failures - 1, _MAX_DOUBLINGS), RETRY_MAX)
         if error.retry_after:
             delay = max(delay, error.retry_after)
         with self._guard:
