@@ -161,8 +161,13 @@ class Scheduler:
         return max(0.0, min((e.due for e in self._entries), default=3600.0) - self._clock.monotonic())
 
     def run_all_once(self, fence: Fence | None) -> bool:
-        """Run every watcher once, one after the other (``nightwatch run --once``). True if all ok."""
-        return all(self._run(e.watcher, RunContext(fence=fence)) for e in self._entries)
+        """Run every watcher once, one after the other (``nightwatch run --once``), each whatever
+        the others did. True if all ok; the failed ones are named in one line."""
+        failed = [e.watcher.name for e in self._entries if not self._run(e.watcher, RunContext(fence=fence))]
+        if failed:
+            logger.error("run --once: %d of %d watcher run(s) failed: %s", len(failed), len(self._entries),
+                         ", ".join(failed))
+        return not failed
 
     def pause(self) -> None:
         """Start nothing new; runs in flight go on."""

@@ -120,3 +120,16 @@ def test_stop_cancels_the_run_in_flight():
     clock.advance(5)
     s.tick()
     assert len(seen) == 1  # stopped: nothing new starts
+
+
+def test_run_all_once_runs_every_watcher_and_reports_every_failure(caplog):
+    clock = FakeClock()
+    first, ok, last = Counting("first", fail=True), Counting("ok"), Counting("last", fail=True)
+    s = Scheduler([first, ok, last], clock, inline=True)
+    with caplog.at_level(logging.ERROR):
+        assert s.run_all_once(Fence("nw", 3)) is False
+    assert (first.runs, ok.runs, last.runs) == ([3], [3], [3])  # a failure does not stop the rest
+    failed = {r.getMessage().split()[1] for r in caplog.records if "run failed;" in r.getMessage()}
+    assert failed == {"first:", "last:"}
+    assert "2 of 3 watcher run(s) failed: first, last" in caplog.text
+    assert Scheduler([Counting("a"), Counting("b")], clock, inline=True).run_all_once(None) is True
