@@ -105,7 +105,7 @@ class Daemon:
         deadline = time.monotonic() + wait
         while not self.elector.is_leader and not self._stop.is_set():
             if not self.migrated and not self._migrate():
-                pass
+                self._stop.wait(min(self._retry_interval, max(0.0, deadline - time.monotonic())))
             elif (delay := self.elector.tick()) and not self.elector.is_leader:
                 self.elector.lock.wait(min(delay, max(0.0, deadline - time.monotonic())))
             if time.monotonic() >= deadline and not self.elector.is_leader:

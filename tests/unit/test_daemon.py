@@ -160,3 +160,25 @@ def test_the_lease_does_not_lapse_while_shutdown_lets_a_long_run_finish():
         b.request_stop()
         ta.join(5)
         tb.join(5)
+
+
+def test_run_once_waits_the_retry_interval_between_attempts_while_the_store_is_down(caplog):
+    import logging
+
+    from nightwatch.domain.errors import BackendUnavailableError
+
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    attempts = []
+
+    def down():
+        attempts.append(time.monotonic())
+        raise BackendUnavailableError("db down")
+
+    store.migrate = down
+    d = build(store, hub, "a", clock, retry=0.3)
+    with caplog.at_level(logging.WARNING):
+        assert d.run_once(wait=1.2) == 1
+    assert 3 <= len(attempts) <= 6, len(attempts)  # one per 0.3 s, as each warning promises
+    warned = [r for r in caplog.records if "store unavailable" in r.getMessage()]
+    assert len(warned) == len(attempts) and "retrying in 0.3s" in warned[0].getMessage()
