@@ -37,3 +37,8 @@ class FakeClock(Clock):
         with self._lock:
             self._mono += seconds
             self._wall += timedelta(seconds=seconds)
+
+    def step_wall(self, seconds: float) -> None:
+        """Step the wall clock alone (an NTP correction, a VM resumed); monotonic time stays."""
+        with self._lock:
+            self._wall += timedelta(seconds=seconds)

@@ -25,13 +25,21 @@ from nightwatch.domain.ports import Clock, RunContext, Watcher
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Slot:
+    """When a run is due: a monotonic time, and for cron the wall-clock time it stands for."""
+
+    due: float
+    wall: datetime | None = None
+
+
 class Schedule:
-    def first(self, mono: float, wall: datetime) -> float:
-        """Monotonic time of the first run."""
+    def first(self, mono: float, wall: datetime) -> Slot:
+        """The first run."""
         raise NotImplementedError
 
-    def following(self, due: float, mono: float, wall: datetime) -> float:
-        """Monotonic time of the run after the one due at ``due`` (never in the past)."""
+    def following(self, slot: Slot, mono: float, wall: datetime) -> Slot:
+        """The run after ``slot`` (never in the past, never ``slot`` again)."""
         raise NotImplementedError
 
 
@@ -39,29 +47,32 @@ class Schedule:
 class Every(Schedule):
     interval: float
 
-    def first(self, mono: float, wall: datetime) -> float:
-        return mono  # a new leader runs at once
+    def first(self, mono: float, wall: datetime) -> Slot:
+        return Slot(mono)  # a new leader runs at once
 
-    def following(self, due: float, mono: float, wall: datetime) -> float:
-        nxt = due + self.interval
+    def following(self, slot: Slot, mono: float, wall: datetime) -> Slot:
+        nxt = slot.due + self.interval
         if nxt <= mono:  # fell behind (a long run, a pause): skip to the next slot
             nxt += ((mono - nxt) // self.interval + 1) * self.interval
-        return nxt
+        return Slot(nxt)
 
 
 @dataclass(frozen=True)
 class Cron(Schedule):
+    """Slots are wall-clock times. The next slot is computed after the later of now and the
+    last slot, so a wall clock stepped back (NTP, a resumed VM) cannot run a slot twice."""
+
     expression: str
 
-    def _next(self, mono: float, wall: datetime) -> float:
-        nxt: datetime = croniter(self.expression, wall, second_at_beginning=True).get_next(datetime)
-        return mono + (nxt - wall).total_seconds()
+    def _after(self, base: datetime, mono: float, wall: datetime) -> Slot:
+        nxt: datetime = croniter(self.expression, base, second_at_beginning=True).get_next(datetime)
+        return Slot(mono + (nxt - wall).total_seconds(), nxt)
 
-    def first(self, mono: float, wall: datetime) -> float:
-        return self._next(mono, wall)
+    def first(self, mono: float, wall: datetime) -> Slot:
+        return self._after(wall, mono, wall)
 
-    def following(self, due: float, mono: float, wall: datetime) -> float:
-        return self._next(mono, wall)
+    def following(self, slot: Slot, mono: float, wall: datetime) -> Slot:
+        return self._after(wall if slot.wall is None else max(wall, slot.wall), mono, wall)
 
 
 def parse_schedule(spec: str, key: str = "spec") -> Schedule:
@@ -88,7 +99,7 @@ def parse_schedule(spec: str, key: str = "spec") -> Schedule:
 class _Entry:
     watcher: Watcher
     schedule: Schedule
-    due: float = 0.0
+    slot: Slot = Slot(0.0)
     running: Future[bool] | None = None
     ctx: RunContext | None = field(default=None)
 
@@ -137,7 +148,7 @@ class Scheduler:
         with self._mutex:
             self._fence = fence
             for e in self._entries:
-                e.due = e.schedule.first(mono, wall)
+                e.slot = e.schedule.first(mono, wall)
             self._active = True
 
     def tick(self) -> float:
@@ -146,9 +157,12 @@ class Scheduler:
             return 3600.0
         mono, wall = self._clock.monotonic(), self._clock.now()
         for e in self._entries:
-            if e.due > mono:
+            if e.slot.due > mono:
                 continue
-            e.due = e.schedule.following(e.due, mono, wall)
+            if e.slot.wall is not None and wall < e.slot.wall:  # the wall clock stepped back since
+                e.slot = Slot(mono + (e.slot.wall - wall).total_seconds(), e.slot.wall)  # planned
+                continue
+            e.slot = e.schedule.following(e.slot, mono, wall)
             if e.running is not None and not e.running.done():
                 logger.info("watcher %s: previous run still going; skipping this one", e.watcher.name)
                 self._metrics.watcher_runs.labels(e.watcher.name, "skipped").inc()
@@ -158,7 +172,7 @@ class Scheduler:
                 self._run(e.watcher, e.ctx)
             else:
                 e.running = self._pool.submit(self._run, e.watcher, e.ctx)
-        return max(0.0, min((e.due for e in self._entries), default=3600.0) - self._clock.monotonic())
+        return max(0.0, min((e.slot.due for e in self._entries), default=3600.0) - self._clock.monotonic())
 
     def run_all_once(self, fence: Fence | None) -> bool:
         """Run every watcher once, one after the other (``nightwatch run --once``), each whatever

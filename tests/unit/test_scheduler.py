@@ -133,3 +133,41 @@ def test_run_all_once_runs_every_watcher_and_reports_every_failure(caplog):
     assert failed == {"first:", "last:"}
     assert "2 of 3 watcher run(s) failed: first, last" in caplog.text
     assert Scheduler([Counting("a"), Counting("b")], clock, inline=True).run_all_once(None) is True
+
+
+class WallStamping:
+    """Records the wall-clock second at which each of its runs started."""
+
+    def __init__(self, clock, spec):
+        self.name, self.spec, self.clock = "cron", spec, clock
+        self.walls = []
+
+    def run(self, ctx):
+        self.walls.append(round(self.clock.now().timestamp() - FakeClock().now().timestamp(), 2))
+
+
+@pytest.mark.parametrize("step_back", [4.0, 6.0, 30.0])
+def test_a_cron_slot_runs_once_when_the_wall_clock_steps_back(step_back):
+    clock = FakeClock()  # wall 00:00:00
+    w = WallStamping(clock, "*/5 * * * * *")
+    s = Scheduler([w], clock, inline=True)
+    s.start(None)
+    run_for(s, clock, 11.0, step=0.25)
+    assert w.walls == [5.0, 10.0]
+    clock.step_wall(-step_back)  # wall 00:00:11 -> 00:00:07 / :05 / 23:59:41
+    run_for(s, clock, 40.0, step=0.25)
+    # every later run is at a slot after the last one that ran: :10 does not run again
+    assert w.walls == sorted(set(w.walls)), w.walls
+    assert all(t % 5 == 0 for t in w.walls), w.walls
+    assert w.walls[2] == 15.0, w.walls
+
+
+def test_a_cron_slot_due_while_the_wall_clock_stepped_back_waits_for_its_time():
+    clock = FakeClock()
+    w = WallStamping(clock, "0 * * * * *")  # every minute, on the minute
+    s = Scheduler([w], clock, inline=True)
+    s.start(None)
+    run_for(s, clock, 30.0, step=0.5)
+    clock.step_wall(-20.0)  # 00:00:30 -> 00:00:10: the 00:01:00 slot is now 50 s away
+    run_for(s, clock, 120.0, step=0.5)
+    assert w.walls == [60.0, 120.0], w.walls
