@@ -7,6 +7,7 @@ import math
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 from nightwatch.app.metrics import Metrics
@@ -27,8 +28,18 @@ KNOWN_STATUSES = frozenset(s.value for s in TaskStatus)
 
 RETRY_BASE = 2.0  # seconds before the first retry of a transient launch failure
 RETRY_MAX = 120.0
+UNEXPECTED_ATTEMPTS = 5  # launches of one task that may meet an unexpected error before it fails
 # 2 s doubled 6 times passes the cap; a larger exponent only risks float overflow
 _MAX_DOUBLINGS = math.ceil(math.log2(RETRY_MAX / RETRY_BASE))
+
+
+@dataclass
+class _Retry:
+    """A task whose last launches failed: how often, and when it may be tried again."""
+
+    failures: int = 0  # in a row, for the backoff
+    unexpected: int = 0  # of those, the ones that met an error nightwatch does not expect
+    not_before: float = 0.0  # monotonic
 
 
 class TaskWatcher(Watcher):
@@ -61,7 +72,7 @@ class TaskWatcher(Watcher):
         self._metrics = metrics or Metrics()
         self._pool: ThreadPoolExecutor | None = None
         self._guard = threading.Lock()
-        self._retry: dict[int, tuple[int, float]] = {}  # task id -> (failures, not before)
+        self._retry: dict[int, _Retry] = {}  # task id -> its failed launches
         self._missing_since: dict[int, float] = {}  # task id -> when its Job was first missed
         self._unknown_logged: set[str] = set()
         self._unavailable_streak = 0  # launches in a row that met an unavailable backend
@@ -91,7 +102,8 @@ class TaskWatcher(Watcher):
             # must not even create them, so check the term before every page of launches.
             self._check_term(ctx)
             seen.update(t.id for t in page)
-            due = [t for t in page if self._retry.get(t.id, (0, 0.0))[1] <= now]
+            with self._guard:
+                due = [t for t in page if t.id not in self._retry or self._retry[t.id].not_before <= now]
             self._each(due, lambda t: self._launch_one(t, ctx), ctx)
             if self._unavailable_streak >= self._concurrency:
                 logger.warning("%s watcher: the job backend keeps failing; launching again next run",
@@ -167,8 +179,7 @@ class TaskWatcher(Watcher):
         except (FencedError, ConfigError):
             raise
         except Exception as e:  # a bug, met by this task only: back off, keep the others going
-            logger.exception("task %s: unexpected error while launching", task.id, extra={"task_id": task.id})
-            self._backoff(task, BackendUnavailableError(f"unexpected {type(e).__name__}: {e}"))
+            self._unexpected(task, e, ctx)
         else:
             self._unavailable_streak = 0
             if self._move(task, TaskStatus.NORMAL, TaskStatus.PENDING, None, ctx):
@@ -185,13 +196,32 @@ class TaskWatcher(Watcher):
             self._metrics.fenced_writes.inc()
             raise FencedError(ctx.fence.name, ctx.fence.epoch)
 
-    def _backoff(self, task: Task, error: BackendUnavailableError) -> None:
-        failures = self._retry.get(task.id, (0, 0.0))[0] + 1
-        delay = min(RETRY_BASE * 2 ** min(failures - 1, _MAX_DOUBLINGS), RETRY_MAX)
-        if error.retry_after:
-            delay = max(delay, error.retry_after)
+    def _unexpected(self, task: Task, error: Exception, ctx: RunContext) -> None:
+        """Retried like a transient error, but only UNEXPECTED_ATTEMPTS times in all: then the
+        task fails with the error's message, rather than being retried for ever."""
         with self._guard:
-            self._retry[task.id] = (failures, self._clock.monotonic() + delay)
+            retry = self._retry.setdefault(task.id, _Retry())
+            retry.unexpected += 1
+            attempts = retry.unexpected
+        what = f"unexpected {type(error).__name__}: {error}"
+        if attempts == 1:  # the traceback once, for the bug report; then one line per retry
+            logger.exception("task %s: unexpected error while launching", task.id, extra={"task_id": task.id})
+        if attempts < UNEXPECTED_ATTEMPTS:
+            self._backoff(task, BackendUnavailableError(what))
+            return
+        if self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED,
+                      f"launch failed {attempts} times: {what}", ctx):
+            with self._guard:
+                self._retry.pop(task.id, None)
+
+    def _backoff(self, task: Task, error: BackendUnavailableError) -> None:
+        with self._guard:
+            retry = self._retry.setdefault(task.id, _Retry())
+            retry.failures += 1
+            delay = min(RETRY_BASE * 2 ** min(retry.failures - 1, _MAX_DOUBLINGS), RETRY_MAX)
+            if error.retry_after:
+                delay = max(delay, error.retry_after)
+            retry.not_before = self._clock.monotonic() + delay
         logger.warning("task %s: launch failed (%s); retrying in %.0fs", task.id, error, delay,
                        extra={"task_id": task.id})
 
