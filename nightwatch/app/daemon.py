@@ -189,7 +189,11 @@ class Daemon:
                 logger.warning("shutdown: the run in flight did not finish within %.1fs; cancelling it",
                                self._shutdown_timeout)
                 return
-            delay = self.elector.tick()
+            try:
+                delay = self.elector.tick()
+            except ConfigError as e:  # stepped down already; stop with it once shut down
+                self.fatal = self.fatal or e
+                return
             time.sleep(max(0.01, min(delay, left, 0.05)))
 
 

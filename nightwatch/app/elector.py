@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from nightwatch.app.metrics import Metrics
-from nightwatch.domain.errors import BackendUnavailableError, LeadershipLostError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, LeadershipLostError
 from nightwatch.domain.model import Fence
 from nightwatch.domain.ports import Clock, LeaderLock, TaskStore
 
@@ -65,7 +65,10 @@ class LeaderElector:
         return min(self.last_renewed + self._renew_deadline, self._valid_until)
 
     def tick(self) -> float:
-        """One step of the election. Seconds until the next step is due."""
+        """One step of the election. Seconds until the next step is due.
+
+        Raises ConfigError, after stepping down, when the lock refuses our configuration
+        (say, its password was rotated while we led): no retry can mend that."""
         if self.role is Role.CANDIDATE:
             return self._try_acquire()
         now = self._clock.monotonic()
@@ -81,8 +84,9 @@ class LeaderElector:
     def step_down(self, reason: str, detail: str = "") -> None:
         """Stop leading (the callback stops the scheduler first), then release the lock.
 
-        ``reason`` is one of lost, deadline, fenced, shutdown (a metric label); ``detail`` is
-        for the log."""
+        ``reason`` is one of lost, deadline, fenced, shutdown, error (a metric label);
+        ``detail`` is for the log. The release is best-effort: a lease we cannot release
+        expires by itself within its ttl."""
         if self.role is not Role.LEADER:
             return
         fence = self.fence
@@ -98,7 +102,12 @@ class LeaderElector:
         try:
             self.on_stepped_down(reason)
         finally:
-            self.lock.release()
+            try:
+                self.lock.release()
+            except Exception as e:  # whatever the lock raises, we have stepped down already
+                logger.warning("%s: could not release lock %r (%s: %s); it expires within its ttl",
+                               self.identity, self.lock.name, type(e).__name__, e,
+                               extra={"replica": self.identity})
 
     def _try_acquire(self) -> float:
         try:
@@ -142,10 +151,14 @@ class LeaderElector:
         except LeadershipLostError as e:
             self.step_down("lost", str(e))
             return
-        except BackendUnavailableError as e:
+        except ConfigError as e:
+            self.step_down("error", str(e))
+            raise
+        except Exception as e:  # an outage, or anything else the lock raised: a failed renew
             left = self.deadline() - self._clock.monotonic()
+            what = str(e) if isinstance(e, BackendUnavailableError) else f"{type(e).__name__}: {e}"
             logger.warning("%s: lock renew failed (%s); stepping down in %.1fs unless one succeeds",
-                           self.identity, e, left, extra={"replica": self.identity})
+                           self.identity, what, left, extra={"replica": self.identity})
             self._next_renew = now + min(self._renew_interval, max(0.1, left / 2))
             return
         finally:

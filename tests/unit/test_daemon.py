@@ -182,3 +182,59 @@ def test_run_once_waits_the_retry_interval_between_attempts_while_the_store_is_d
     assert 3 <= len(attempts) <= 6, len(attempts)  # one per 0.3 s, as each warning promises
     warned = [r for r in caplog.records if "store unavailable" in r.getMessage()]
     assert len(warned) == len(attempts) and "retrying in 0.3s" in warned[0].getMessage()
+
+
+def test_a_config_error_on_renew_cancels_the_run_releases_and_stops_the_daemon_with_it(caplog):
+    import logging
+
+    from nightwatch.domain.errors import ConfigError
+
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    started, cancelled = threading.Event(), threading.Event()
+
+    class Slow:
+        name, spec = "slow", "@every 100ms"
+
+        def run(self, ctx):
+            started.set()
+            if ctx.cancelled.wait(10):
+                cancelled.set()
+
+    class RotatedPassword(InMemoryLeaderLock):
+        error = None
+        renews_after = 0
+
+        def renew(self):
+            if self.error is not None:
+                self.renews_after += 1
+                raise self.error
+            return super().renew()
+
+    lock = RotatedPassword("nightwatch", "a", 1.0, clock, hub)
+    elector = LeaderElector(lock, store, clock, identity="a", renew_interval=0.2, renew_deadline=0.7,
+                            retry_interval=0.05)
+    d = Daemon(store, elector, Scheduler([Slow()], clock), retry_interval=0.05, shutdown_timeout=3.0)
+    outcome = []
+
+    def run():
+        try:
+            outcome.append(d.run())
+        except ConfigError as e:
+            outcome.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    with caplog.at_level(logging.INFO):
+        thread.start()
+        assert started.wait(2)
+        lock.error = ConfigError("lock.redis.urls: Redis at redis://x refused our credentials")
+        t0 = time.monotonic()
+        assert cancelled.wait(2), "the run in flight was not cancelled"
+        thread.join(2)
+    assert not thread.is_alive() and time.monotonic() - t0 < 1.5
+    assert len(outcome) == 1 and isinstance(outcome[0], ConfigError)
+    assert "refused our credentials" in str(outcome[0])
+    assert lock.renews_after == 1  # shutdown did not meet the same error again
+    assert hub.leases == {}  # released at once, not left to expire
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert any("stepping down" in r.getMessage() for r in caplog.records)

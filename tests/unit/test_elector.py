@@ -102,3 +102,70 @@ def test_store_down_at_election_means_no_leadership_and_no_held_lock():
     a.tick()
     assert not a.is_leader
     assert a.lock.holder() is None  # it let go, so a replica that can reach the store may lead
+
+
+class BreakingLock(InMemoryLeaderLock):
+    """An in-memory lock whose renew (and, with ``release_fails``, release) raises ``error``
+    once armed: a rotated Redis password, a bug, an exception nobody translated."""
+
+    def __init__(self, *args, release_fails=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.error = None
+        self.renew_calls = 0
+        self.release_fails = release_fails
+        self.release_calls = 0
+
+    def renew(self):
+        if self.error is not None:
+            self.renew_calls += 1
+            raise self.error
+        return super().renew()
+
+    def release(self):
+        self.release_calls += 1
+        if self.error is not None and self.release_fails:
+            raise self.error
+        super().release()
+
+
+def breaking(clock, hub, store, stopped, **kwargs):
+    lock = BreakingLock("nightwatch", "a", TTL, clock, hub, **kwargs)
+    return LeaderElector(lock, store, clock, identity="a", renew_interval=RENEW, renew_deadline=DEADLINE,
+                         retry_interval=RETRY, on_stepped_down=stopped.append)
+
+
+def test_a_config_error_on_renew_steps_down_releases_and_is_raised():
+    import pytest
+
+    from nightwatch.domain.errors import ConfigError
+
+    clock, hub = FakeClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    stopped = []
+    e = breaking(clock, hub, store, stopped)
+    e.tick()
+    assert e.is_leader
+    e.lock.error = ConfigError("lock.redis.urls: Redis at redis://x refused our credentials: WRONGPASS")
+    clock.advance(RENEW)
+    with pytest.raises(ConfigError, match="refused our credentials"):
+        e.tick()
+    assert not e.is_leader and stopped == ["error"]  # the scheduler was told to stop (and cancel)
+    assert e.lock.release_calls == 1
+    e.lock.error = None
+    assert e.lock.holder() is None  # released: a standby can take over at once
+
+
+def test_any_other_renew_failure_counts_as_a_failed_renew_and_never_escapes_tick():
+    clock, hub = FakeClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    stopped = []
+    e = breaking(clock, hub, store, stopped, release_fails=True)
+    e.tick()
+    acquired = clock.monotonic()
+    e.lock.error = RuntimeError("an exception the adapter did not translate")
+    while e.is_leader:
+        e.tick()  # never raises
+        clock.advance(0.1)
+    assert e.lock.renew_calls >= 2  # retried as a failed renew ...
+    assert clock.monotonic() - acquired <= DEADLINE + 0.2  # ... until the deadline, before the lease ends
+    assert stopped == ["deadline"] and e.lock.release_calls == 1  # a release that raised is only logged
