@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(getattr(args, "config", None))
         logs.configure(config["log"]["level"], config["log"]["format"])
         code = _dispatch(args, config)
-        if args.command == "run" and not args.once:
+        if args.command == "run":
             _exit_despite_stuck_threads(code)
         return code
     except ConfigError as e:

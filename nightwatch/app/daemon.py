@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import wait as wait_futures
 
 from nightwatch.app.elector import LeaderElector
 from nightwatch.app.scheduler import Scheduler
@@ -16,6 +17,7 @@ from nightwatch.domain.ports import TaskStore
 logger = logging.getLogger(__name__)
 
 STANDBY_POLL = 0.25  # a standby checks for shutdown at least this often while it waits
+CANCELLED_RUN_GRACE = 1.0  # how long `run --once` lets a cancelled run wind down before closing
 
 
 class Daemon:
@@ -115,11 +117,25 @@ class Daemon:
                 return 1
         if not self.elector.is_leader:
             return 1
+        done = self.scheduler.start_once(self.elector.fence)
+        done.add_done_callback(lambda _: self._wake.set())
         try:
-            ok = self.scheduler.run_all_once(self.elector.fence)
+            # Renew the lease while the watchers run: a cycle may outlast the ttl.
+            while not done.done() and self.elector.is_leader and not self._stop.is_set():
+                delay = self.elector.tick()
+                self._wake.wait(min(delay, 1.0))
+                self._wake.clear()
+            if not done.done() and self.elector.is_leader:  # stopped by a signal: as `run` does
+                logger.info("shutting down: finishing the run in flight (up to %.1fs), then releasing the lock",
+                            self._shutdown_timeout)
+                self._drain()
+        except ConfigError as e:  # the elector stepped down already
+            self.fatal = self.fatal or e
         finally:
-            self.elector.step_down("shutdown")
-        return 0 if ok else 1
+            self.elector.step_down("shutdown")  # cancels what is left of the run
+            wait_futures([done], CANCELLED_RUN_GRACE)
+            self.scheduler.close()
+        return 0 if done.done() and not done.exception() and done.result() else 1
 
     def _migrate(self) -> bool:
         try:

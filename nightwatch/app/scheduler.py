@@ -132,6 +132,7 @@ class Scheduler:
         )
         self._fence: Fence | None = None
         self._active = False
+        self._once: Future[bool] | None = None
         self._mutex = threading.Lock()
 
     @property
@@ -174,14 +175,36 @@ class Scheduler:
                 e.running = self._pool.submit(self._run, e.watcher, e.ctx)
         return max(0.0, min((e.slot.due for e in self._entries), default=3600.0) - self._clock.monotonic())
 
-    def run_all_once(self, fence: Fence | None) -> bool:
+    def run_all_once(self, fence: Fence | None, ctx: RunContext | None = None) -> bool:
         """Run every watcher once, one after the other (``nightwatch run --once``), each whatever
-        the others did. True if all ok; the failed ones are named in one line."""
-        failed = [e.watcher.name for e in self._entries if not self._run(e.watcher, RunContext(fence=fence))]
+        the others did, all with one context: once it is cancelled the rest do not start.
+        True if every watcher ran and none failed; the failed ones are named in one line."""
+        ctx = ctx or RunContext(fence=fence)
+        with self._mutex:
+            for e in self._entries:
+                e.ctx = ctx  # so that stop() cancels this run too
+        failed, skipped = [], []
+        for e in self._entries:
+            if ctx.cancelled.is_set():
+                skipped.append(e.watcher.name)
+            elif not self._run(e.watcher, ctx):
+                failed.append(e.watcher.name)
         if failed:
             logger.error("run --once: %d of %d watcher run(s) failed: %s", len(failed), len(self._entries),
                          ", ".join(failed))
-        return not failed
+        if ctx.cancelled.is_set():
+            logger.warning("run --once: cancelled%s", f"; not started: {', '.join(skipped)}" if skipped else "")
+        return not failed and not ctx.cancelled.is_set()
+
+    def start_once(self, fence: Fence | None) -> Future[bool]:
+        """``run_all_once`` on the pool, so the caller can renew the lease meanwhile; ``busy``
+        until it ends, ``stop()`` cancels it."""
+        if self._pool is None:
+            done: Future[bool] = Future()
+            done.set_result(self.run_all_once(fence))
+            return done
+        self._once = self._pool.submit(self.run_all_once, fence, RunContext(fence=fence))
+        return self._once
 
     def pause(self) -> None:
         """Start nothing new; runs in flight go on."""
@@ -190,24 +213,27 @@ class Scheduler:
     @property
     def busy(self) -> bool:
         """Whether a run is in flight."""
-        return any(e.running is not None and not e.running.done() for e in self._entries)
+        return (self._once is not None and not self._once.done()) or any(
+            e.running is not None and not e.running.done() for e in self._entries)
 
     def stop(self, timeout: float, *, cancel_at_once: bool = True) -> bool:
         """Stop scheduling. Runs in flight are cancelled at once, or (on shutdown) given
         ``timeout`` to finish and cancelled after that. True if none is left running."""
         with self._mutex:
             self._active = False
-            running = [e for e in self._entries if e.running is not None and not e.running.done()]
+            running = [(e.watcher.name, e.running) for e in self._entries
+                       if e.running is not None and not e.running.done()]
+            if self._once is not None and not self._once.done():
+                running.append(("run --once", self._once))
         if cancel_at_once:
             self._cancel_all()
         deadline = time.monotonic() + timeout
         late = []
-        for e in running:
-            assert e.running is not None
+        for name, future in running:
             try:
-                e.running.result(timeout=max(0.0, deadline - time.monotonic()))
+                future.result(timeout=max(0.0, deadline - time.monotonic()))
             except TimeoutError:
-                late.append(e.watcher.name)
+                late.append(name)
             except Exception:  # noqa: S110 - already logged by _run
                 pass
         self._cancel_all()

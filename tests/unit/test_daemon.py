@@ -238,3 +238,64 @@ def test_a_config_error_on_renew_cancels_the_run_releases_and_stops_the_daemon_w
     assert hub.leases == {}  # released at once, not left to expire
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert any("stepping down" in r.getMessage() for r in caplog.records)
+
+
+class Waiting:
+    """A watcher whose run lasts ``seconds`` unless cancelled; records how each run ended."""
+
+    def __init__(self, seconds, name="slow"):
+        self.name, self.spec, self.seconds = name, "@every 100ms", seconds
+        self.started, self.ended = threading.Event(), []
+
+    def run(self, ctx):
+        self.started.set()
+        self.ended.append("cancelled" if ctx.cancelled.wait(self.seconds) else "finished")
+
+
+def once_daemon(store, hub, name, watchers, clock, shutdown_timeout=0.5):
+    lock = InMemoryLeaderLock("nightwatch", name, 1.0, clock, hub)
+    elector = LeaderElector(lock, store, clock, identity=name, renew_interval=0.2, renew_deadline=0.7,
+                            retry_interval=0.05)
+    return Daemon(store, elector, Scheduler(watchers, clock), retry_interval=0.05,
+                  shutdown_timeout=shutdown_timeout)
+
+
+def test_a_stop_request_cancels_run_once_after_the_shutdown_timeout():
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    slow, after = Waiting(10), Waiting(10, name="after")
+    d = once_daemon(store, hub, "a", [slow, after], clock, shutdown_timeout=0.5)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(d.run_once(wait=2)), daemon=True)
+    thread.start()
+    assert slow.started.wait(2)
+    t0 = time.monotonic()
+    d.request_stop()  # what the first SIGTERM does
+    thread.join(3)
+    took = time.monotonic() - t0
+    assert not thread.is_alive() and 0.4 <= took < 1.0, took  # the run had its 0.5 s, then was cancelled
+    assert slow.ended == ["cancelled"] and not after.started.is_set()  # the rest did not start
+    assert result == [1]  # the cycle did not complete
+    assert hub.leases == {}  # released
+
+
+def test_run_once_renews_the_lease_while_a_long_cycle_runs():
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    slow = Waiting(1.6)  # longer than the 1 s lease
+    a = once_daemon(store, hub, "a", [slow], clock)
+    b = build(store, hub, "b", clock, retry=0.05)
+    result = []
+    ta = threading.Thread(target=lambda: result.append(a.run_once(wait=2)), daemon=True)
+    ta.start()
+    assert slow.started.wait(2)
+    tb = start(b)
+    try:
+        while ta.is_alive():
+            assert not b.elector.is_leader, "the standby took over during the run --once cycle"
+            time.sleep(0.01)
+        assert result == [0] and slow.ended == ["finished"]
+        assert wait_for(lambda: b.elector.is_leader, 1.0)  # released at the end: taken over at once
+    finally:
+        b.request_stop()
+        tb.join(5)
