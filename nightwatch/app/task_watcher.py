@@ -6,7 +6,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -75,7 +75,7 @@ class TaskWatcher(Watcher):
         self._retry: dict[int, _Retry] = {}  # task id -> its failed launches
         self._missing_since: dict[int, float] = {}  # task id -> when its Job was first missed
         self._unknown_logged: set[str] = set()
-        self._unavailable_streak = 0  # launches in a row that met an unavailable backend
+        self._unavailable_streak = 0  # launches in a row that met an unavailable backend (_guard)
         self._fencing = fencing  # False only in tests, with the store's, to show what fencing prevents
 
     # -- the run ---------------------------------------------------------------------------
@@ -88,15 +88,18 @@ class TaskWatcher(Watcher):
             self.count(ctx)
 
     def close(self) -> None:
+        """Drop the per-task calls not started; never wait for those in flight: shutdown has
+        had its deadline already, and a hung call is bounded only by its request timeout."""
         if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
     def launch(self, ctx: RunContext) -> None:
         """Every ``Normal`` task, oldest first, to the end of the set."""
         now = self._clock.monotonic()
         seen: set[int] = set()
-        self._unavailable_streak = 0
+        with self._guard:
+            self._unavailable_streak = 0
         for page in self._pages((TaskStatus.NORMAL,), ctx):
             # Jobs are created before the status write that fencing guards: a deposed leader
             # must not even create them, so check the term before every page of launches.
@@ -105,7 +108,7 @@ class TaskWatcher(Watcher):
             with self._guard:
                 due = [t for t in page if t.id not in self._retry or self._retry[t.id].not_before <= now]
             self._each(due, lambda t: self._launch_one(t, ctx), ctx)
-            if self._unavailable_streak >= self._concurrency:
+            if self._backend_down():
                 logger.warning("%s watcher: the job backend keeps failing; launching again next run",
                                self.name)
                 return  # go on to sync instead of timing out on every remaining task
@@ -162,7 +165,7 @@ class TaskWatcher(Watcher):
     # -- one task --------------------------------------------------------------------------
 
     def _launch_one(self, task: Task, ctx: RunContext) -> None:
-        if self._unavailable_streak >= self._concurrency:
+        if self._backend_down():
             return  # the backend is down for everyone: leave the rest for the next run
         try:
             spec = spec_for(
@@ -174,19 +177,26 @@ class TaskWatcher(Watcher):
         except JobRejectedError as e:
             self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"job rejected: {e}", ctx)
         except BackendUnavailableError as e:
-            self._unavailable_streak += 1
+            with self._guard:  # pool threads update it concurrently
+                self._unavailable_streak += 1
             self._backoff(task, e)
         except (FencedError, ConfigError):
             raise
         except Exception as e:  # a bug, met by this task only: back off, keep the others going
             self._unexpected(task, e, ctx)
         else:
-            self._unavailable_streak = 0
+            with self._guard:
+                self._unavailable_streak = 0
             if self._move(task, TaskStatus.NORMAL, TaskStatus.PENDING, None, ctx):
                 logger.info("task %s: Job %s/%s %s", task.id, task.namespace, task.name, outcome.value,
                             extra={"task_id": task.id})
             with self._guard:
                 self._retry.pop(task.id, None)
+
+    def _backend_down(self) -> bool:
+        """Whether ``concurrency`` launches in a row met an unavailable backend."""
+        with self._guard:
+            return self._unavailable_streak >= self._concurrency
 
     def _check_term(self, ctx: RunContext) -> None:
         """Raise FencedError when a newer leadership term than this run's exists."""
@@ -276,6 +286,8 @@ class TaskWatcher(Watcher):
                 ctx.cancelled.set()  # stop the rest of this run: the term or the config is over
             except BackendUnavailableError as e:
                 unavailable.append(e)
+            except CancelledError:  # dropped by close() at shutdown, never started
+                pass
             except Exception:
                 logger.exception("%s watcher: unexpected error on one task; the others go on", self.name)
         if unavailable:  # one line for an outage, not one per task

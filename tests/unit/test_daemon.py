@@ -299,3 +299,38 @@ def test_run_once_renews_the_lease_while_a_long_cycle_runs():
     finally:
         b.request_stop()
         tb.join(5)
+
+
+def test_shutdown_does_not_wait_for_a_hung_launch_past_the_shutdown_timeout(caplog):
+    """A per-task call that ignores cancellation (an API request hung until its timeout) must
+    not hold shutdown beyond server.shutdown_timeout."""
+    import logging
+
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    in_call, hung_for = threading.Event(), 3.0
+
+    class HungGateway(FakeJobGateway):
+        def launch(self, task, spec):
+            in_call.set()
+            time.sleep(hung_for)
+            return super().launch(task, spec)
+
+    watcher = TaskWatcher(store, HungGateway(clock), clock, allowed_namespaces=["default"],
+                          spec="@every 100ms", concurrency=2)
+    lock = InMemoryLeaderLock("nightwatch", "a", 1.0, clock, hub)
+    elector = LeaderElector(lock, store, clock, identity="a", renew_interval=0.2, renew_deadline=0.7,
+                            retry_interval=0.05)
+    d = Daemon(store, elector, Scheduler([watcher], clock), retry_interval=0.05, shutdown_timeout=0.3)
+    store.add(NewTask("t1", "default", '{"image": "a", "command": ["true"]}'))
+    with caplog.at_level(logging.WARNING):
+        thread = start(d)
+        assert in_call.wait(3)
+        t0 = time.monotonic()
+        d.request_stop()
+        thread.join(hung_for)
+        took = time.monotonic() - t0
+        assert not thread.is_alive() and took < 1.0, took
+        assert hub.leases == {}  # released for a standby
+        time.sleep(hung_for)  # the abandoned call ends: nothing is logged as a bug for it
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
