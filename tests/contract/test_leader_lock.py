@@ -401,6 +401,30 @@ def test_redlock_needs_a_majority_of_nodes(redis_trio: RedisServers, unique_name
 
 
 @pytest.mark.redis
+def test_an_error_of_any_kind_on_one_node_of_three_costs_that_node_only(
+        redis_trio: RedisServers, unique_name: str) -> None:
+    """Not only redis-py's own errors: here one node holds a value that is not UTF-8, so
+    reading it raises UnicodeDecodeError. The quorum answers regardless."""
+    import redis as redis_py
+
+    prefix = f"{unique_name}:"
+    key = redis_lock_key(prefix, "u")
+    raw = redis_py.Redis(host="127.0.0.1", port=redis_trio.ports[0], socket_timeout=1)
+    a = RedisLeaderLock("u", redis_trio.urls, "a", ttl=TTL, key_prefix=prefix)
+    try:
+        raw.set(key, b"\xff\xfe", px=5000)
+        assert a.acquire() is not None  # two of three nodes
+        assert a.holder() == "a"
+        assert 0 < a.renew() < TTL
+        a.release()
+        assert a.holder() is None
+    finally:
+        a.close()
+        raw.delete(key, redis_wake_key(prefix, "u"))
+        raw.close()
+
+
+@pytest.mark.redis
 def test_redis_down_is_backend_unavailable_fast() -> None:
     lock = RedisLeaderLock("down", [f"redis://127.0.0.1:{free_port()}/0"], "a")
     try:

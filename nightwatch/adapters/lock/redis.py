@@ -136,10 +136,13 @@ class RedisLeaderLock(LeaderLock):
 
     # -- one round over every node --------------------------------------------------------
 
-    def _on_all(self, op: Callable[[_Node], T]) -> list[T | redis.RedisError]:
-        """``op`` on every node (in parallel when there are several); errors returned, not raised."""
+    def _on_all(self, op: Callable[[_Node], T]) -> list[T | Exception]:
+        """``op`` on every node (in parallel when there are several); errors returned, not raised.
 
-        def call(node: _Node) -> T | redis.RedisError:
+        Refused credentials are a ConfigError; any other exception, redis-py's or not, is that
+        node failing this round, so one odd answer can never abort a whole round."""
+
+        def call(node: _Node) -> T | Exception:
             try:
                 return op(node)
             except redis.AuthenticationError as e:
@@ -148,6 +151,9 @@ class RedisLeaderLock(LeaderLock):
                 if "NOAUTH" in str(e) or "WRONGPASS" in str(e):
                     raise ConfigError(f"lock.redis.urls: Redis at {node.url} needs a password: {e}") from e
                 logger.debug("redis lock %r: %s failed: %s", self.name, node.url, e)
+                return e
+            except Exception as e:  # not a Redis error (say, a value that is not UTF-8)
+                logger.debug("redis lock %r: %s failed: %s: %s", self.name, node.url, type(e).__name__, e)
                 return e
 
         if len(self._nodes) == 1:
@@ -159,9 +165,10 @@ class RedisLeaderLock(LeaderLock):
     def _unavailable(self, what: str, results: list[Any]) -> BackendUnavailableError:
         errors = [(n.url, r) for n, r in zip(self._nodes, results, strict=True) if isinstance(r, Exception)]
         url, first = errors[0]
+        why = str(first) if isinstance(first, redis.RedisError) else f"{type(first).__name__}: {first}"
         return BackendUnavailableError(
             f"redis lock {self.name!r}: cannot {what}: {len(errors)} of {len(self._nodes)} Redis nodes "
-            f"unreachable (need {self.quorum}); {url}: {first}"
+            f"unreachable (need {self.quorum}); {url}: {why}"
         )
 
     def _validity(self, started: float) -> float:
@@ -274,7 +281,7 @@ class RedisLeaderLock(LeaderLock):
                     if node.waiter.blpop([self.wake_key], timeout=min(left, WAIT_CHUNK)) is not None:
                         return True
                     break  # a quiet chunk on a live node: start again from the first node
-                except redis.RedisError as e:
+                except Exception as e:  # redis-py's errors or any other: try the next node
                     logger.debug("redis lock %r: wait on %s failed: %s", self.name, node.url, e)
             else:  # no node answered: poll
                 time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
