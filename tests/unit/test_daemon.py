@@ -334,3 +334,33 @@ def test_shutdown_does_not_wait_for_a_hung_launch_past_the_shutdown_timeout(capl
         assert hub.leases == {}  # released for a standby
         time.sleep(hung_for)  # the abandoned call ends: nothing is logged as a bug for it
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+def test_a_config_error_on_renew_during_run_once_cancels_the_cycle_and_is_kept_for_the_cli():
+    from nightwatch.domain.errors import ConfigError
+
+    clock, hub = SystemClock(), MemoryLockHub()
+    store = InMemoryTaskStore(clock)
+    slow = Waiting(10)
+
+    class Refusing(InMemoryLeaderLock):
+        error = None
+
+        def renew(self):
+            if self.error is not None:
+                raise self.error
+            return super().renew()
+
+    lock = Refusing("nightwatch", "a", 1.0, clock, hub)
+    elector = LeaderElector(lock, store, clock, identity="a", renew_interval=0.2, renew_deadline=0.7,
+                            retry_interval=0.05)
+    d = Daemon(store, elector, Scheduler([slow], clock), retry_interval=0.05, shutdown_timeout=3.0)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(d.run_once(wait=2)), daemon=True)
+    thread.start()
+    assert slow.started.wait(2)
+    lock.error = ConfigError("lock.redis.urls: refused our credentials")
+    thread.join(2)
+    assert not thread.is_alive() and result == [1]
+    assert slow.ended == ["cancelled"] and hub.leases == {}
+    assert isinstance(d.fatal, ConfigError)  # the CLI reports it in one line, status 2
