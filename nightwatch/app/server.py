@@ -62,12 +62,14 @@ def readiness(daemon: Daemon) -> tuple[int, str]:
     return 200, f"standby (leader: {holder or 'none'})"
 
 
-def _checked(daemon: Daemon) -> tuple[int, str]:
+def _checked(daemon: Daemon, previous: tuple[int, str] | None) -> tuple[int, str]:
     try:
         return readiness(daemon)
-    except Exception as e:  # an adapter's untranslated error: not ready, and say why
-        logger.warning("/readyz: check failed: %r", e)
-        return 503, f"readiness check failed: {e!r}"
+    except Exception as e:  # an adapter's untranslated error: not ready, and say why (once)
+        answer = 503, f"readiness check failed: {e!r}"
+        if answer != previous:
+            logger.warning("/readyz: check failed: %r", e)
+        return answer
 
 
 class ReadinessMonitor:
@@ -100,7 +102,7 @@ class ReadinessMonitor:
         while not self._stop.is_set():
             with self._mutex:
                 self._running_since = time.monotonic()
-            result = _checked(self._daemon)
+            result = _checked(self._daemon, self._result)
             with self._mutex:
                 self._result, self._checked_at, self._running_since = result, time.monotonic(), None
             self._stop.wait(self._interval)
