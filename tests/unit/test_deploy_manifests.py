@@ -27,7 +27,7 @@ from nightwatch.app.config import load_config
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 KUBERNETES_ADAPTER = ROOT / "nightwatch" / "adapters" / "jobs" / "kubernetes.py"
-SELECTOR_LABELS = {"app.kubernetes.io/name": "nightwatch", "app.kubernetes.io/instance": "nightwatch"}
+SELECTOR_LABELS = {"app.kubernetes.io/name": "nightwatch"}  # as before: a Deployment's selector is immutable
 RECOMMENDED_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                       "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"}
 
@@ -146,7 +146,7 @@ def test_every_object_carries_the_recommended_labels() -> None:
         assert labels["app.kubernetes.io/version"] == nightwatch.__version__
     deployment = one("Deployment")
     assert set(deployment["spec"]["template"]["metadata"]["labels"]) >= RECOMMENDED_LABELS
-    # selectors are immutable: only the labels that never change
+    # selectors are immutable: only the label they always had
     assert deployment["spec"]["selector"] == {"matchLabels": SELECTOR_LABELS}
     assert one("PodDisruptionBudget")["spec"]["selector"] == {"matchLabels": SELECTOR_LABELS}
     assert "labels" in kustomization() and "commonLabels" not in kustomization()
