@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs nightwatch's whole test suite in its own virtual environment (.venv, made if missing).
+# Runs `ruff check`, `mypy` and then nightwatch's whole test suite in its own virtual environment
+# (.venv, made if missing).
 # Real backends are found as tests/conftest.py says: NIGHTWATCH_TEST_* URLs first (exported
 # below for servers answering on their standard local ports), then a Docker engine, else the
 # backend tests skip -- or fail when NIGHTWATCH_REQUIRE_BACKENDS=1.
@@ -21,6 +22,10 @@ fi
 if [ -z "${NIGHTWATCH_TEST_REDIS_URL:-}" ] && port_open 6379; then
   export NIGHTWATCH_TEST_REDIS_URL=redis://127.0.0.1:6379/0
 fi
+
+# Lint and type-check first, so neither can rot unnoticed (mypy's files are in pyproject.toml).
+.venv/bin/ruff check
+.venv/bin/mypy
 
 set +e
 .venv/bin/python -m pytest "$@"

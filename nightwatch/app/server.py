@@ -1,4 +1,9 @@
-"""/healthz, /readyz and /metrics on ``server.listen`` (stdlib HTTP server, prometheus-client)."""
+"""/healthz, /readyz and /metrics on ``server.listen`` (stdlib HTTP server, prometheus-client).
+
+No probe waits on a backend: /healthz reads only the daemon's memory, and /readyz serves the
+last result of a check that one background thread repeats (``ReadinessMonitor``), so both answer
+in milliseconds even when the store or the lock hangs.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ from nightwatch.domain.errors import ConfigError, NightwatchError
 logger = logging.getLogger(__name__)
 
 LOOP_STALL = 10.0  # seconds without a turn of the daemon's loop before /healthz fails
+CLIENT_TIMEOUT = 5.0  # seconds a client may take over each read and write: an idle one is hung up on
+READY_INTERVAL = 1.0  # seconds between two readiness checks of the store and the lock
+READY_STALE = 3.0  # a check that has not answered for this long (a backend hangs): not ready
 
 
 def health(daemon: Daemon, lease: float) -> tuple[int, str]:
@@ -54,8 +62,73 @@ def readiness(daemon: Daemon) -> tuple[int, str]:
     return 200, f"standby (leader: {holder or 'none'})"
 
 
+def _checked(daemon: Daemon, previous: tuple[int, str] | None) -> tuple[int, str]:
+    try:
+        return readiness(daemon)
+    except Exception as e:  # an adapter's untranslated error: not ready, and say why (once)
+        answer = 503, f"readiness check failed: {e!r}"
+        if answer != previous:
+            logger.warning("/readyz: check failed: %r", e)
+        return answer
+
+
+class ReadinessMonitor:
+    """Runs ``readiness`` every ``interval`` in one background thread; ``answer()`` never blocks.
+
+    It answers the last result with its age, or 503 once the check in flight has not answered
+    for ``stale_after`` (a store or lock that accepts connections and never replies). One thread
+    does every check, so a hanging backend holds one thread, not one per probe.
+    """
+
+    def __init__(self, daemon: Daemon, interval: float = READY_INTERVAL, stale_after: float = READY_STALE) -> None:
+        self._daemon = daemon
+        self._interval = interval
+        self._stale_after = stale_after
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._result: tuple[int, str] | None = None
+        self._checked_at = 0.0
+        self._running_since: float | None = None
+        self._thread = threading.Thread(target=self._loop, name="readiness", daemon=True)
+
+    def start(self) -> ReadinessMonitor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._mutex:
+                self._running_since = time.monotonic()
+            result = _checked(self._daemon, self._result)
+            with self._mutex:
+                self._result, self._checked_at, self._running_since = result, time.monotonic(), None
+            self._stop.wait(self._interval)
+
+    def answer(self) -> tuple[int, str]:
+        if self._daemon.stopping:
+            return 503, "shutting down"
+        elector = self._daemon.elector  # what memory tells is told at once, not a check late
+        if elector.is_leader and time.monotonic() >= elector.deadline():
+            return 503, "leader past its renew deadline"
+        with self._mutex:
+            result, checked_at, running_since = self._result, self._checked_at, self._running_since
+        now = time.monotonic()
+        last = f"; last answer {now - checked_at:.1f}s ago: {result[1]}" if result is not None else ""
+        if running_since is not None and now - running_since > self._stale_after:
+            return 503, (f"readiness check has not answered for {now - running_since:.1f}s "
+                         f"(store or lock hanging){last}")
+        if result is None:
+            return 503, "readiness not checked yet"
+        code, body = result
+        return code, f"{body} (checked {now - checked_at:.1f}s ago)"
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    timeout = CLIENT_TIMEOUT  # the socket's timeout (StreamRequestHandler): idle clients let go
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         srv = self.server
@@ -63,12 +136,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/healthz":
             self._reply(*health(srv.daemon, srv.lease))
         elif path == "/readyz":
-            try:
-                answer = readiness(srv.daemon)
-            except Exception as e:  # an adapter's untranslated error: not ready, and say why
-                logger.warning("/readyz: check failed: %r", e)
-                answer = 503, f"readiness check failed: {e!r}"
-            self._reply(*answer)
+            self._reply(*srv.readiness.answer())
         elif path == "/metrics":
             self._reply(200, generate_latest(srv.metrics.registry).decode(), CONTENT_TYPE_LATEST)
         else:
@@ -94,6 +162,13 @@ class _Server(ThreadingHTTPServer):
         self.daemon = daemon
         self.metrics = metrics
         self.lease = lease
+        self.readiness = ReadinessMonitor(daemon)
+
+    def shutdown(self) -> None:
+        """Stop serving, stop the readiness checks and close the listening socket."""
+        super().shutdown()
+        self.readiness.stop()
+        self.server_close()
 
 
 def start_server(listen: str, daemon: Daemon, metrics: Metrics, lease: float = 10.0) -> ThreadingHTTPServer:
@@ -103,6 +178,7 @@ def start_server(listen: str, daemon: Daemon, metrics: Metrics, lease: float = 1
         server = _Server((host, int(port)), daemon, metrics, lease)
     except OSError as e:
         raise ConfigError(f"server.listen: cannot listen on {listen}: {e.strerror or e}") from None
+    server.readiness.start()
     threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
     logger.info("serving /healthz /readyz /metrics on http://%s:%s", host, server.server_address[1])
     return server

