@@ -14,6 +14,7 @@ from nightwatch.domain.errors import (
     ConfigError,
     FencedError,
     InvalidTaskSpecError,
+    JobForbiddenError,
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import spec_for
@@ -158,6 +159,8 @@ class TaskWatcher(Watcher):
             self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"invalid task: {e}", ctx)
         except JobRejectedError as e:
             self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"job rejected: {e}", ctx)
+        except JobForbiddenError as e:  # not an outage; the gateway warned once for its namespace
+            self._backoff(task, e, level=logging.DEBUG)
         except BackendUnavailableError as e:
             self._unavailable_streak += 1
             self._backoff(task, e)
@@ -182,15 +185,15 @@ class TaskWatcher(Watcher):
             self._metrics.fenced_writes.inc()
             raise FencedError(ctx.fence.name, ctx.fence.epoch)
 
-    def _backoff(self, task: Task, error: BackendUnavailableError) -> None:
+    def _backoff(self, task: Task, error: BackendUnavailableError, level: int = logging.WARNING) -> None:
         failures = self._retry.get(task.id, (0, 0.0))[0] + 1
         delay = min(RETRY_BASE * 2 ** (failures - 1), RETRY_MAX)
         if error.retry_after:
             delay = max(delay, error.retry_after)
         with self._guard:
             self._retry[task.id] = (failures, self._clock.monotonic() + delay)
-        logger.warning("task %s: launch failed (%s); retrying in %.0fs", task.id, error, delay,
-                       extra={"task_id": task.id})
+        logger.log(level, "task %s: launch failed (%s); retrying in %.0fs", task.id, error, delay,
+                   extra={"task_id": task.id})
 
     def _move(self, task: Task, old: TaskStatus, new: TaskStatus, message: str | None,
               ctx: RunContext) -> bool:
