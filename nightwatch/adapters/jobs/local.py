@@ -90,6 +90,7 @@ LEFTOVER_AGE = 3600.0  # seconds after which a .tmp-/.trash- directory is remove
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 WRAPPER_FILE = "local_job.sh"  # package data beside this module
 
+
 @dataclass(frozen=True)
 class _Meta:
     task_id: int
