@@ -193,10 +193,16 @@ def _show(quantity: Any) -> str:
 def _amount(where: str, name: str, quantity: Any) -> Decimal:
     kind = _resource_class(where, name)
     try:
-        amount = parse_quantity(quantity_text(quantity))
-    except QuantityError as e:
+        text = quantity_text(quantity)
+    except QuantityError as e:  # a bool, null, list, object, NaN or infinity
         raise InvalidTaskSpecError(
             f"{where}.{name}: {_show(quantity)} is not a Kubernetes quantity {_QUANTITY_EXAMPLES}: {e}"
+        ) from None
+    try:
+        amount = parse_quantity(text)
+    except QuantityError:
+        raise InvalidTaskSpecError(
+            f"{where}.{name}: {_show(quantity)} is not a Kubernetes quantity {_QUANTITY_EXAMPLES}"
         ) from None
     if amount < 0:
         raise InvalidTaskSpecError(f"{where}.{name}: {_show(quantity)} must not be negative")
