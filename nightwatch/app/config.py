@@ -196,7 +196,7 @@ SCHEMA: dict[str, Any] = {
         "local": {"state_dir": text(), "record_path": text(null_ok=True)},
         "fake": {"default_duration": number(0), "start_delay": number(0), "record_path": text(null_ok=True)},
         "kubernetes": {"kubeconfig": text(null_ok=True), "context": text(null_ok=True), "qps": number(0.1),
-                       "burst": integer(1), "request_timeout": duration},
+                       "burst": integer(1), "request_timeout": duration, "forbidden_grace": duration},
     },
     "watchers": "*watchers",
     "server": {"listen": listen, "shutdown_timeout": duration},

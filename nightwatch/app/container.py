@@ -96,7 +96,8 @@ def local_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> A
 def kubernetes_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> Any:
     return _adapter("jobs.kubernetes", "KubernetesJobGateway", "kubernetes")(
         kubeconfig=cfg.get("kubeconfig"), context=cfg.get("context"), qps=cfg["qps"], burst=cfg["burst"],
-        request_timeout=cfg["request_timeout"], defaults=defaults, clock=clock,
+        request_timeout=cfg["request_timeout"], forbidden_grace=cfg["forbidden_grace"], defaults=defaults,
+        clock=clock,
     )
 
 

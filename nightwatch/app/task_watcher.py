@@ -16,6 +16,7 @@ from nightwatch.domain.errors import (
     ConfigError,
     FencedError,
     InvalidTaskSpecError,
+    JobForbiddenError,
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import spec_for
@@ -176,6 +177,8 @@ class TaskWatcher(Watcher):
             self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"invalid task: {e}", ctx)
         except JobRejectedError as e:
             self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"job rejected: {e}", ctx)
+        except JobForbiddenError as e:  # not an outage; the gateway warned once for its namespace
+            self._backoff(task, e, level=logging.DEBUG)
         except BackendUnavailableError as e:
             with self._guard:  # pool threads update it concurrently
                 self._unavailable_streak += 1
@@ -224,7 +227,7 @@ class TaskWatcher(Watcher):
             with self._guard:
                 self._retry.pop(task.id, None)
 
-    def _backoff(self, task: Task, error: BackendUnavailableError) -> None:
+    def _backoff(self, task: Task, error: BackendUnavailableError, level: int = logging.WARNING) -> None:
         with self._guard:
             retry = self._retry.setdefault(task.id, _Retry())
             retry.failures += 1
@@ -232,8 +235,8 @@ class TaskWatcher(Watcher):
             if error.retry_after:
                 delay = max(delay, error.retry_after)
             retry.not_before = self._clock.monotonic() + delay
-        logger.warning("task %s: launch failed (%s); retrying in %.0fs", task.id, error, delay,
-                       extra={"task_id": task.id})
+        logger.log(level, "task %s: launch failed (%s); retrying in %.0fs", task.id, error, delay,
+                   extra={"task_id": task.id})
 
     def _move(self, task: Task, old: TaskStatus, new: TaskStatus, message: str | None,
               ctx: RunContext) -> bool:

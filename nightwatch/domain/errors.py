@@ -49,6 +49,17 @@ class BackendUnavailableError(NightwatchError):
         self.retry_after = retry_after
 
 
+class JobForbiddenError(BackendUnavailableError):
+    """The job backend forbids launching in this namespace for now (an access rule that may
+    still be catching up with a config change). Retried with backoff, but not an outage: the
+    backend has warned once for the namespace and fails the task (JobRejectedError) only
+    after its grace period."""
+
+    def __init__(self, message: str, namespace: str) -> None:
+        super().__init__(message)
+        self.namespace = namespace
+
+
 class JobRejectedError(NightwatchError):
     """The job backend refused the Job for good (bad name, missing namespace, forbidden)."""
 

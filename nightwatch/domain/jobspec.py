@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from nightwatch.domain.errors import InvalidTaskSpecError
+from nightwatch.domain.quantity import QuantityError, parse_quantity, quantity_text
 
 MAX_INFO_BYTES = 64 * 1024
 MAX_NAME_LENGTH = 63
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _RESOURCE_KINDS = ("limits", "requests")
+# Resource names a container may ask for, as the API server validates them: the standard
+# ones, hugepages-<size>, and domain-prefixed names (extended resources such as nvidia.com/gpu).
+_STANDARD_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage"})
+_HUGEPAGES = "hugepages-"
+_OVERCOMMIT, _EXTENDED = "overcommit", "extended"
+_NATIVE_PREFIX = "kubernetes.io/"
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_RESOURCE_NAMES = ("cpu, memory, ephemeral-storage, hugepages-<size>, or a domain-prefixed extended "
+                   "resource such as example.com/gpu")
+_QUANTITY_EXAMPLES = '(like "500m", "1Gi", 2 or "1.5")'
+
+Quantity = str | int | float  # as written in ``info``: a JSON string or number
 
 
 @dataclass(frozen=True)
@@ -23,7 +39,7 @@ class JobSpec:
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    resources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    resources: Mapping[str, Mapping[str, Quantity]] = field(default_factory=dict)
 
     @property
     def argv(self) -> list[str]:
@@ -88,6 +104,7 @@ def parse_info(info: str | bytes | None) -> JobSpec:
     image = doc.get("image")
     if not isinstance(image, str) or not image.strip():
         raise InvalidTaskSpecError("info.image is missing or empty; it must be a non-empty string")
+    _check_text("info.image", image)
     return JobSpec(
         image=image.strip(),
         command=_string_list(doc, "command"),
@@ -103,7 +120,20 @@ def _string_list(doc: Mapping[str, Any], key: str) -> tuple[str, ...]:
         return ()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidTaskSpecError(f"info.{key} must be a list of strings, got {json.dumps(value)[:80]}")
+    for i, item in enumerate(value):
+        _check_text(f"info.{key}[{i}]", item)
     return tuple(value)
+
+
+def _check_text(where: str, text: str) -> None:
+    """Refuse what no process can be given: a NUL byte ends a C string (the exec call and the
+    container runtime refuse it), and a lone surrogate cannot be encoded at all."""
+    if "\x00" in text:
+        raise InvalidTaskSpecError(f"{where} contains a NUL byte")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidTaskSpecError(f"{where} is not valid Unicode (a lone surrogate)") from None
 
 
 def _env(value: Any) -> dict[str, str]:
@@ -125,26 +155,103 @@ def _env(value: Any) -> dict[str, str]:
             raise InvalidTaskSpecError(f"info.env name {name!r} is not a valid environment variable name")
         if not isinstance(val, str):
             raise InvalidTaskSpecError(f"info.env value of {name!r} must be a string")
+        _check_text(f"info.env value of {name!r}", val)
         env[name] = val
     return env
 
 
-def _resources(value: Any) -> dict[str, dict[str, str]]:
+def _resources(value: Any) -> dict[str, dict[str, Quantity]]:
+    """``limits`` and ``requests``: resource names to quantities, checked as the API server
+    checks a container's resources (what needs no cluster state), so a spec that Kubernetes
+    would refuse fails the same way on every backend. Values are kept as written."""
     if value is None:
         return {}
     if not isinstance(value, dict) or set(value) - set(_RESOURCE_KINDS):
         raise InvalidTaskSpecError("info.resources may only hold 'limits' and 'requests'")
-    out: dict[str, dict[str, str]] = {}
-    for kind, amounts in value.items():
-        if not isinstance(amounts, dict) or not all(
-            isinstance(k, str) and isinstance(v, str | int) and not isinstance(v, bool)
-            for k, v in amounts.items()
-        ):
+    out: dict[str, dict[str, Quantity]] = {}
+    amounts: dict[str, dict[str, Decimal]] = {}
+    for kind in _RESOURCE_KINDS:
+        given = value.get(kind)
+        if given is None:
+            continue
+        if not isinstance(given, dict):
             raise InvalidTaskSpecError(
-                f"info.resources.{kind} must map resource names to quantities like \"500m\" or \"1Gi\""
+                f"info.resources.{kind} must map resource names to quantities {_QUANTITY_EXAMPLES}"
             )
-        out[kind] = {k: str(v) for k, v in amounts.items()}
+        out[kind], amounts[kind] = {}, {}
+        for name, quantity in given.items():
+            amounts[kind][name] = _amount(f"info.resources.{kind}", name, quantity)
+            out[kind][name] = quantity
+    _check_requests(out, amounts.get("requests", {}), amounts.get("limits", {}))
     return out
+
+
+def _show(quantity: Any) -> str:
+    return repr(quantity) if isinstance(quantity, str) else json.dumps(quantity)[:40]
+
+
+def _amount(where: str, name: str, quantity: Any) -> Decimal:
+    kind = _resource_class(where, name)
+    try:
+        text = quantity_text(quantity)
+    except QuantityError as e:  # a bool, null, list, object, NaN or infinity
+        raise InvalidTaskSpecError(
+            f"{where}.{name}: {_show(quantity)} is not a Kubernetes quantity {_QUANTITY_EXAMPLES}: {e}"
+        ) from None
+    try:
+        amount = parse_quantity(text)
+    except QuantityError:
+        raise InvalidTaskSpecError(
+            f"{where}.{name}: {_show(quantity)} is not a Kubernetes quantity {_QUANTITY_EXAMPLES}"
+        ) from None
+    if amount < 0:
+        raise InvalidTaskSpecError(f"{where}.{name}: {_show(quantity)} must not be negative")
+    if kind == _EXTENDED and amount != amount.to_integral_value():
+        raise InvalidTaskSpecError(
+            f"{where}.{name}: {_show(quantity)} must be a whole number (an extended resource)"
+        )
+    return amount
+
+
+def _resource_class(where: str, name: str) -> str:
+    """``_OVERCOMMIT`` (requests <= limits), ``_HUGEPAGES`` (requests == limits) or
+    ``_EXTENDED`` (whole numbers, requests == limits), as the API server classes the name."""
+    if name in _STANDARD_RESOURCES:
+        return _OVERCOMMIT
+    if name.startswith(_HUGEPAGES):
+        with contextlib.suppress(QuantityError):
+            parse_quantity(name[len(_HUGEPAGES):])
+            return _HUGEPAGES
+    elif "/" in name and not name.startswith("requests."):
+        prefix, _, rest = name.partition("/")
+        if (_DNS1123_SUBDOMAIN.match(prefix) and len(prefix) <= 253 and _QUALIFIED_NAME.match(rest)
+                and len(rest) <= 63):
+            return _OVERCOMMIT if _NATIVE_PREFIX in name else _EXTENDED
+    raise InvalidTaskSpecError(f"{where}: {name!r} is not a resource name ({_RESOURCE_NAMES})")
+
+
+def _check_requests(given: Mapping[str, Mapping[str, Quantity]], requests: Mapping[str, Decimal],
+                    limits: Mapping[str, Decimal]) -> None:
+    for name, request in requests.items():
+        shown = _show(given["requests"][name])
+        exact = _resource_class("info.resources.requests", name) != _OVERCOMMIT
+        if name not in limits:
+            if exact:
+                raise InvalidTaskSpecError(
+                    f"info.resources.limits.{name}: must be set for a resource that cannot be "
+                    f"overcommitted (info.resources.requests.{name} is {shown})"
+                )
+            continue
+        limit = _show(given["limits"][name])
+        if exact and request != limits[name]:
+            raise InvalidTaskSpecError(
+                f"info.resources.requests.{name}: {shown} must be equal to the {name} limit of {limit}"
+            )
+        if request > limits[name]:
+            raise InvalidTaskSpecError(
+                f"info.resources.requests.{name}: {shown} must be less than or equal to the {name} "
+                f"limit of {limit}"
+            )
 
 
 def spec_for(

@@ -5,6 +5,7 @@ Job controller and the watcher (its backoff and its "job not found" grace period
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from nightwatch.adapters.jobs.kubernetes import KubernetesJobGateway
 from nightwatch.adapters.jobs.manifest import build_job_manifest
 from nightwatch.adapters.store.memory import InMemoryTaskStore
 from nightwatch.app.task_watcher import TaskWatcher
-from nightwatch.domain.errors import BackendUnavailableError
+from nightwatch.domain.errors import BackendUnavailableError, JobRejectedError
 from nightwatch.domain.jobspec import JobSpec, parse_info
 from nightwatch.domain.model import Fence, NewTask, Task, TaskStatus
 from nightwatch.domain.ports import RunContext
@@ -33,10 +34,14 @@ class Cycle:
     """One nightwatch leader: memory store, task watcher, kubernetes gateway on a kubeconfig."""
 
     def __init__(self, standin: ApiStandIn, kubeconfig: Path, clock: FakeClock, *,
-                 allowed: Collection[str] = ("default",), missing_grace: float = 60.0) -> None:
+                 allowed: Collection[str] = ("default",), missing_grace: float = 60.0,
+                 forbidden_grace: float = 600.0) -> None:
         self.standin, self.clock = standin, clock
         self.store = InMemoryTaskStore(clock)
-        self.gateway = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=1000, burst=200)
+        # the gateway's clock drives its forbidden grace; no client-side rate limit, which on a
+        # fake clock standing still between steps would only make the test wait for real
+        self.gateway = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=0, clock=clock,
+                                            forbidden_grace=forbidden_grace)
         self.watcher = TaskWatcher(self.store, self.gateway, clock, allowed_namespaces=allowed,
                                    missing_grace=missing_grace)
         self.fence = Fence("nightwatch", self.store.begin_term("nightwatch"))
@@ -171,26 +176,75 @@ def test_a_job_deleted_behind_our_back_fails_after_the_grace_period(
     assert standin.created == {("default", "vanishing"): 1}  # not re-created behind the user's back
 
 
-def test_422_and_403_refusals_fail_the_task_with_the_api_message(cycle: Cycle, clock: FakeClock) -> None:
-    greedy = cycle.add("greedy", resources={"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}})
+FORBIDDEN = ('jobs.batch is forbidden: User "system:serviceaccount:nightwatch:nightwatch" cannot '
+             'create resource "jobs" in API group "batch" in the namespace "secure"')
+
+
+def test_a_422_refusal_fails_the_task_with_the_api_message_and_a_403_does_not(cycle: Cycle, clock: FakeClock) -> None:
+    # built past the domain's own requests <= limits check, to show the API server's answer
+    greedy = cycle.store.add(NewTask("greedy", "default", json.dumps({"image": "busybox"})))
+    greedy_spec = JobSpec(image="busybox", resources={"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}})
+    with pytest.raises(JobRejectedError) as e:
+        cycle.gateway.launch(greedy, greedy_spec)
+    assert str(e.value) == (
+        'Job.batch "greedy" is invalid: spec.template.spec.containers[0].resources.requests: '
+        'Invalid value: "2Gi": must be less than or equal to memory limit of 1Gi'
+    )
     locked = cycle.add("locked", "secure")
     fine = cycle.add("fine")
 
     cycle.run()
 
-    assert cycle.status(greedy) == "Failed"
-    assert cycle.message(greedy) == (
-        'job rejected: Job.batch "greedy" is invalid: spec.template.spec.containers[0].resources.requests: '
-        'Invalid value: "2Gi": must be less than or equal to memory limit of 1Gi'
-    )
-    assert cycle.status(locked) == "Failed"
-    assert cycle.message(locked) == (
-        'job rejected: jobs.batch is forbidden: User "system:serviceaccount:nightwatch:nightwatch" cannot '
-        'create resource "jobs" in API group "batch" in the namespace "secure"'
-    )
+    assert cycle.status(locked) == "Normal"  # forbidden: an operator's error, not the task's
     clock.advance(5)
     cycle.run()
     assert cycle.status(fine) == "Succeeded"
+
+
+def run_for(cycle: Cycle, seconds: float, step: float = 2.0) -> None:
+    """The watcher's runs, every ``step`` seconds of the fake clock, for ``seconds``."""
+    end = cycle.clock.monotonic() + seconds
+    while cycle.clock.monotonic() < end:
+        cycle.run()
+        cycle.clock.advance(step)
+
+
+def test_forbidden_for_less_than_the_grace_keeps_tasks_normal_then_launches_them_once_allowed(
+    cycle: Cycle, standin: ApiStandIn, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    locked = [cycle.add(f"locked-{i}", "secure") for i in range(3)]
+    fine = cycle.add("fine")
+
+    with caplog.at_level(logging.WARNING):
+        run_for(cycle, 590)  # a RoleBinding that lags a config change by almost the grace
+
+    assert [cycle.status(t) for t in locked] == ["Normal"] * 3
+    assert cycle.status(fine) == "Succeeded"  # the other namespaces go on meanwhile
+    attempts = standin.answers[("create", 403)]
+    assert 3 * 5 <= attempts <= 3 * 15  # backed off (2 s doubling to 120 s), not once per run
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING and "secure" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]  # once for the namespace
+
+    standin.forbidden.discard("secure")  # the RoleBinding arrives
+    run_for(cycle, 130)
+
+    assert [cycle.status(t) for t in locked] != ["Normal"] * 3
+    assert all(cycle.status(t) in ("Pending", "Running", "Succeeded") for t in locked)
+    assert all(standin.created[("secure", t.name)] == 1 for t in locked)
+
+
+def test_forbidden_past_the_grace_fails_the_task_with_the_api_message(
+    cycle: Cycle, standin: ApiStandIn, clock: FakeClock
+) -> None:
+    locked = cycle.add("locked", "secure")
+
+    run_for(cycle, 598)
+    assert cycle.status(locked) == "Normal"
+    run_for(cycle, 130)
+
+    assert cycle.status(locked) == "Failed"
+    assert cycle.message(locked).startswith(f"job rejected: {FORBIDDEN}")
+    assert not standin.jobs("secure")
 
 
 def test_with_ten_percent_faults_every_task_ends_with_exactly_one_job(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from nightwatch.domain.errors import (
     ConfigError,
     InvalidTaskSpecError,
     JobConflictError,
+    JobForbiddenError,
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import JobDefaults, JobSpec, parse_info
@@ -116,20 +118,52 @@ def test_422_invalid_carries_the_api_message(gateway: KubernetesJobGateway, stan
         gateway.launch(task(1, "no-image"), JobSpec(image=""))
     assert str(e.value) == 'Job.batch "no-image" is invalid: spec.template.spec.containers[0].image: Required value'
     with pytest.raises(JobRejectedError) as e:
-        launch(gateway, task(2, "greedy", info='{"image":"alpine","resources":{"requests":{"cpu":"2"},'
-                                               '"limits":{"cpu":"1"}}}'))
+        # the domain refuses this spec up front; built by hand, it shows the API server's own answer
+        gateway.launch(task(2, "greedy"), JobSpec(image="alpine", resources={"requests": {"cpu": "2"},
+                                                                             "limits": {"cpu": "1"}}))
     assert str(e.value) == ('Job.batch "greedy" is invalid: spec.template.spec.containers[0].resources.requests: '
                             'Invalid value: "2": must be less than or equal to cpu limit of 1')
     assert standin.answers[("create", 422)] == 2 and not standin.jobs()
 
 
-def test_400_and_403_carry_the_api_message(gateway: KubernetesJobGateway) -> None:
+FORBIDDEN = ('jobs.batch is forbidden: User "system:serviceaccount:nightwatch:nightwatch" cannot '
+             'create resource "jobs" in API group "batch" in the namespace "secure"')
+
+
+def test_400_carries_the_api_message(gateway: KubernetesJobGateway) -> None:
     with pytest.raises(JobRejectedError, match="quantities must match the regular expression"):
-        launch(gateway, task(1, info='{"image":"alpine","resources":{"limits":{"cpu":"lots"}}}'))
-    with pytest.raises(JobRejectedError) as e:
-        launch(gateway, task(2, namespace="secure"))
-    assert str(e.value) == ('jobs.batch is forbidden: User "system:serviceaccount:nightwatch:nightwatch" cannot '
-                            'create resource "jobs" in API group "batch" in the namespace "secure"')
+        # the domain refuses "lots" up front; built by hand, it shows the API server's own answer
+        gateway.launch(task(1), JobSpec(image="alpine", resources={"limits": {"cpu": "lots"}}))
+
+
+def test_403_forbidden_is_transient_until_the_grace_then_fails_with_the_api_message(
+    kubeconfig: Path, standin: ApiStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=0, clock=clock, forbidden_grace=600)
+    locked, other = task(2, namespace="secure"), task(3, namespace="secure")
+    try:
+        with caplog.at_level(logging.WARNING):
+            with pytest.raises(JobForbiddenError) as e:
+                launch(g, locked)
+            assert isinstance(e.value, BackendUnavailableError)  # the task stays Normal, backed off
+            assert FORBIDDEN in str(e.value)
+            clock.advance(300)
+            with pytest.raises(JobForbiddenError):
+                launch(g, other)  # its own grace starts now
+            clock.advance(299.9)
+            with pytest.raises(JobForbiddenError):
+                launch(g, locked)
+            clock.advance(0.1)
+            with pytest.raises(JobRejectedError) as rejected:
+                launch(g, locked)
+            assert str(rejected.value).startswith(FORBIDDEN)
+            with pytest.raises(JobForbiddenError):
+                launch(g, other)
+    finally:
+        g.close()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "secure" in r.getMessage()]
+    assert len(warnings) == 1  # once for the namespace, not per task or per attempt
 
 
 @pytest.mark.parametrize(("kind", "code"), [("429", 429), ("500", 500), ("504", 504)])
@@ -327,3 +361,20 @@ def test_only_the_api_servers_own_refusals_fail_a_task() -> None:
     assert refused(403, status % (403, "jobs.batch is forbidden"))
     assert not refused(404, "<html>404 page not found</html>")  # a proxy or a wrong path, not the API
     assert not refused(403, status % (403, 'jobs.batch "t" is forbidden: exceeded quota: q'))  # passes later
+
+
+def test_only_an_rbac_refusal_counts_as_forbidden() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from nightwatch.adapters.jobs.kubernetes import _is_forbidden, _status
+
+    def forbidden(code: int, body: str | None) -> bool:
+        e = ApiException(status=code, reason="x")
+        e.body = body
+        return _is_forbidden(e, _status(e), (_status(e).get("message") or ""))
+
+    status = '{"kind": "Status", "code": %d, "reason": "Forbidden", "message": "%s"}'
+    assert forbidden(403, status % (403, "jobs.batch is forbidden: User cannot create resource"))
+    assert not forbidden(403, status % (403, 'jobs.batch "t" is forbidden: exceeded quota: q'))  # retried as before
+    assert not forbidden(403, "<html>403 Forbidden</html>")  # a proxy, not the API server
+    assert not forbidden(422, status % (422, "invalid"))

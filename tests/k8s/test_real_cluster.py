@@ -23,7 +23,7 @@ from nightwatch.adapters.clock import SystemClock
 from nightwatch.adapters.jobs.kubernetes import KubernetesJobGateway
 from nightwatch.adapters.store.memory import InMemoryTaskStore
 from nightwatch.app.task_watcher import TaskWatcher
-from nightwatch.domain.jobspec import JobDefaults, parse_info
+from nightwatch.domain.jobspec import JobDefaults, JobSpec, parse_info
 from nightwatch.domain.model import Fence, NewTask, Task
 from nightwatch.domain.ports import LaunchOutcome, RunContext
 
@@ -135,6 +135,7 @@ def test_the_api_servers_own_refusals(cluster: Cluster, suffix: str) -> None:
     assert str(e.value) == f'namespaces "{missing}" not found'
     with pytest.raises(JobRejectedError, match="must be less than or equal to memory limit"):
         gateway.launch(Task(10_000_004, f"nwt-greedy-{suffix}", cluster.namespace, "", "Normal"),
-                       parse_info('{"image":"busybox:1.36","resources":{"requests":{"memory":"2Gi"},'
-                                  '"limits":{"memory":"1Gi"}}}'))
+                       # past the domain's own requests <= limits check: the API server's answer
+                       JobSpec(image="busybox:1.36", resources={"requests": {"memory": "2Gi"},
+                                                                "limits": {"memory": "1Gi"}}))
     gateway.close()

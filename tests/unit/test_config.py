@@ -90,3 +90,25 @@ def test_the_built_in_defaults_read_the_environment_too(tmp_path, monkeypatch):
     assert load_config(write(tmp_path, "{}\n"))["store"]["postgres"]["dsn"] == (
         "postgresql://127.0.0.1:5432/nightwatch"
     )
+
+
+def test_forbidden_grace_defaults_to_ten_minutes_and_reaches_the_gateway(tmp_path, monkeypatch):
+    from nightwatch.app.container import build_container
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NIGHTWATCH_CONFIG", raising=False)
+    assert load_config()["jobs"]["kubernetes"]["forbidden_grace"] == 600.0
+    c = load_config(write(tmp_path, "jobs: {backend: kubernetes, kubernetes: {forbidden_grace: 90s}}\n"))
+    assert c["jobs"]["kubernetes"]["forbidden_grace"] == 90.0
+    container = build_container(c)
+    try:
+        assert container.gateway().forbidden_grace == 90.0
+    finally:
+        container.shutdown_resources()
+
+
+@pytest.mark.parametrize("value", ["soon", "0s"])
+def test_a_bad_forbidden_grace_is_one_line_naming_the_key(tmp_path, value):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f"jobs: {{kubernetes: {{forbidden_grace: {value}}}}}\n"))
+    assert str(e.value).startswith("jobs.kubernetes.forbidden_grace: ") and "\n" not in str(e.value)

@@ -28,6 +28,7 @@ SPECS = {
     "env list": '{"image": "alpine", "env": [{"name": "A", "value": "1"}]}',
     "resources": '{"image": "alpine", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},'
                  ' "limits": {"cpu": 1, "memory": "1Gi", "nvidia.com/gpu": "1"}}}',
+    "numbers": '{"image": "alpine", "resources": {"requests": {"cpu": 0.5}, "limits": {"cpu": 1.5, "memory": 1e9}}}',
     "everything": '{"image": "registry.example.com/team/tool:1.2", "command": ["sh", "-c"], "args": ["echo $A"],'
                   ' "env": {"A": "x"}, "resources": {"limits": {"memory": "128Mi"}}}',
 }

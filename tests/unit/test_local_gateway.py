@@ -18,7 +18,7 @@ import pytest
 
 from nightwatch.adapters.clock import FakeClock
 from nightwatch.adapters.jobs.local import DEADLINE_EXCEEDED, VANISHED, LocalJobGateway
-from nightwatch.domain.errors import JobRejectedError
+from nightwatch.domain.errors import ConfigError, JobRejectedError
 from nightwatch.domain.jobspec import JobDefaults, JobSpec
 from nightwatch.domain.model import JobPhase, JobState, Task
 from nightwatch.domain.ports import LaunchOutcome
@@ -200,6 +200,26 @@ def test_the_environment_is_fresh_plus_the_specs(state_dir: Path, monkeypatch: p
     assert env["LANG"] == "en_US.UTF-8"  # the spec wins over the base environment
     assert env["HOME"] == str(job_dir(state_dir, t))
     assert "/usr/bin" in env["PATH"].split(":")
+
+
+def test_a_job_whose_path_lacks_the_wrapper_tools_still_runs(state_dir: Path) -> None:
+    t = task(1, "no-path")
+    gateway = LocalJobGateway(str(state_dir))
+    gateway.launch(t, JobSpec(image="busybox", command=("/bin/echo",), args=("hi",), env={"PATH": "/nonexistent"}))
+
+    assert finished(gateway, [t])[t.id] == JobState(JobPhase.SUCCEEDED)
+    assert (job_dir(state_dir, t) / "stdout.log").read_text() == "hi\n"
+
+
+def test_a_wrapper_tool_missing_from_the_system_stops_start_up_in_one_line(state_dir: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    os.symlink(shutil.which("sh"), bare / "sh")
+    os.symlink(shutil.which("mv"), bare / "mv")
+
+    with pytest.raises(ConfigError) as e:
+        LocalJobGateway(str(state_dir), tool_path=str(bare))
+    assert str(e.value) == (f"jobs.backend local: the job wrapper needs mkdir, which is not in {bare}")
 
 
 def test_a_failing_job_is_retried_backoff_limit_times(state_dir: Path) -> None:

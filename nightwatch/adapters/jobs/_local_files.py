@@ -10,6 +10,8 @@ import shutil
 import signal
 from typing import Any
 
+from nightwatch.domain.errors import ConfigError
+
 MESSAGE_LIMIT = 200
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -33,10 +35,20 @@ def is_wrapper_of(pid: int, job_dir: str, *, use_proc: bool) -> bool:
     return True
 
 
+WRAPPER_TOOLS = ("sh", "mkdir", "mv")
+
+
 @functools.cache
-def mv_path() -> str:
-    """The absolute path of ``mv``, so the job's own PATH cannot change what the wrapper runs."""
-    return shutil.which("mv", path=SYSTEM_PATH) or "mv"
+def wrapper_tools(search_path: str = SYSTEM_PATH) -> tuple[str, str, str]:
+    """Absolute paths of ``sh``, ``mkdir`` and ``mv`` in ``search_path``, so the Job's own PATH
+    cannot change what the wrapper runs. ConfigError (one line) naming what is missing."""
+    found = [shutil.which(tool, path=search_path) for tool in WRAPPER_TOOLS]
+    missing = [tool for tool, path in zip(WRAPPER_TOOLS, found, strict=True) if path is None]
+    if missing:
+        raise ConfigError(f"jobs.backend local: the job wrapper needs {', '.join(missing)}, which "
+                          f"{'is' if len(missing) == 1 else 'are'} not in {search_path}")
+    sh, mkdir, mv = (os.path.abspath(path) for path in found if path is not None)
+    return sh, mkdir, mv
 
 
 def kill_group(pid: int) -> None:

@@ -9,6 +9,10 @@
   and the task watcher retries on a later cycle, with backoff.
 - Launch is exactly-once: the Job is named after the task; AlreadyExists with this task's
   ``nightwatch.io/task-id`` label is adopted, with another label it is a conflict.
+- A create refused by RBAC (403 ``Forbidden`` from the API server, not a quota) is an
+  operator's error, often a RoleBinding lagging a config change: ``JobForbiddenError``
+  (the task stays ``Normal`` and backs off), one warning per namespace, and the task fails
+  with the API server's message only once it has been refused for ``forbidden_grace``.
 - Observe costs one paged LIST per namespace (label selector, ``limit`` + ``continue``).
 - ``requests`` counts every call by (verb, HTTP code or "error") for the metrics.
 """
@@ -33,6 +37,7 @@ from nightwatch.domain.errors import (
     ConfigError,
     InvalidTaskSpecError,
     JobConflictError,
+    JobForbiddenError,
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import JobDefaults, JobSpec, validate_job_name
@@ -52,7 +57,8 @@ except ImportError as e:  # pragma: no cover - the package is a declared depende
 logger = logging.getLogger(__name__)
 
 # Refusals that are the task's own fault: fail it with the API server's message.
-# 401 (bad credentials), 408, 409 other than AlreadyExists, 429 and 5xx are transient.
+# 401 (bad credentials), 408, 409 other than AlreadyExists, 429 and 5xx are transient; a 403
+# quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
 _PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})
 
 
@@ -102,20 +108,27 @@ class KubernetesJobGateway(JobGateway):
         burst: int = 100,
         request_timeout: float = 10.0,
         defaults: JobDefaults | None = None,
-        clock: Clock | None = None,  # the rate limiter's time source
+        clock: Clock | None = None,  # the rate limiter's and the forbidden grace's time source
         page_size: int = 500,
+        forbidden_grace: float = 600.0,
     ) -> None:
         if request_timeout <= 0:
             raise ConfigError("jobs.kubernetes.request_timeout must be a positive duration")
         if page_size <= 0:
             raise ConfigError("the Kubernetes LIST page size must be positive")
+        if forbidden_grace <= 0:
+            raise ConfigError("jobs.kubernetes.forbidden_grace must be a positive duration")
         self._kubeconfig = kubeconfig
         self._context = context
         self._timeout = float(request_timeout)
         self._defaults = defaults or JobDefaults()
         self._page_size = page_size
+        self.forbidden_grace = float(forbidden_grace)
+        self._clock = clock or SystemClock()
         self._closed = threading.Event()
-        self._limiter = TokenBucket(qps, burst, clock or SystemClock(), self._closed)
+        self._limiter = TokenBucket(qps, burst, self._clock, self._closed)
+        # namespace -> task id -> when a create for it was first refused as forbidden
+        self._forbidden: dict[str, dict[int, float]] = {}
         self._client: k8s.ApiClient | None = None
         self._api: k8s.BatchV1Api | None = None
         self._mutex = threading.Lock()
@@ -137,9 +150,14 @@ class KubernetesJobGateway(JobGateway):
         try:
             self._call("create", api.create_namespaced_job, task.namespace, manifest)
         except ApiException as e:
-            if e.status == 409 and _status(e).get("reason") == "AlreadyExists":
+            status = _status(e)
+            if e.status == 409 and status.get("reason") == "AlreadyExists":
+                self._allowed(task.namespace)
                 return self._adopt(task)
+            if _is_forbidden(e, status, status.get("message") or ""):
+                raise self._forbidden_error(task, status.get("message") or "forbidden") from e
             raise self._translate("create", task, e, permanent=True) from e
+        self._allowed(task.namespace)
         return LaunchOutcome.CREATED
 
     def observe(self, tasks: Sequence[Task]) -> Mapping[int, JobState]:
@@ -194,6 +212,35 @@ class KubernetesJobGateway(JobGateway):
             f'a Job named "{task.name}" already exists in namespace "{task.namespace}" '
             "and was not created for this task"
         )
+
+    def _forbidden_error(self, task: Task, message: str) -> Exception:
+        """JobForbiddenError while the task is within its grace, JobRejectedError after it."""
+        now = self._clock.monotonic()
+        with self._mutex:
+            first_in_namespace = task.namespace not in self._forbidden
+            tasks = self._forbidden.setdefault(task.namespace, {})
+            since = tasks.setdefault(task.id, now)
+            if now - since >= self.forbidden_grace:
+                del tasks[task.id]  # the namespace stays in the map: no second warning
+                return JobRejectedError(
+                    f"{message} (still forbidden after {now - since:.0f}s, jobs.kubernetes.forbidden_grace)"
+                )
+        if first_in_namespace:
+            logger.warning(
+                "kubernetes job gateway: creating Jobs in namespace %s is forbidden: %s; its tasks stay "
+                "Normal and are retried, and fail if still refused after %.0fs (jobs.kubernetes.forbidden_grace)",
+                task.namespace, message, self.forbidden_grace,
+            )
+        return JobForbiddenError(
+            f"Kubernetes API create ({task.namespace}/{task.name}) answered 403: {message}", task.namespace
+        )
+
+    def _allowed(self, namespace: str) -> None:
+        """A create in ``namespace`` went through: its access problem, if any, is over."""
+        with self._mutex:
+            if self._forbidden.pop(namespace, None) is None:
+                return
+        logger.info("kubernetes job gateway: creating Jobs in namespace %s is allowed again", namespace)
 
     def _list(self, namespace: str) -> Iterator[dict[str, Any]]:
         """Every nightwatch Job of ``namespace``, one page of ``page_size`` per request."""
@@ -291,6 +338,12 @@ def _is_refusal(e: ApiException, status: dict[str, Any], message: str) -> bool:
     if status.get("kind") != "Status":
         return False
     return not (e.status == 403 and "exceeded quota" in message)
+
+
+def _is_forbidden(e: ApiException, status: dict[str, Any], message: str) -> bool:
+    """A 403 ``Forbidden`` from the API server itself (RBAC), other than a quota refusal."""
+    return (e.status == 403 and status.get("kind") == "Status" and status.get("reason") == "Forbidden"
+            and "exceeded quota" not in message)
 
 
 def _status(e: ApiException) -> dict[str, Any]:

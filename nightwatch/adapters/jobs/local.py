@@ -1,8 +1,10 @@
 """LocalJobGateway: Jobs as detached processes on this machine, for running without Kubernetes.
 
-A Job runs ``command + args`` (the image is recorded, not pulled) through a tiny ``/bin/sh``
-wrapper in its own session, so it survives the daemon; everything about it lives on disk, so a
-Job that finishes while the daemon is down is observed correctly after a restart. Layout::
+A Job runs ``command + args`` (the image is recorded, not pulled) through a tiny ``sh``
+wrapper (``local_job.sh``, shipped beside this module; the tools it calls are resolved once,
+at start-up, in the system directories) in its own session, so it survives the daemon;
+everything about it lives on disk, so a Job that finishes while the daemon is down is
+observed correctly after a restart. Layout::
 
     <state_dir>/jobs/<namespace>/<name>/   one Job (namespace and name are DNS-1123 labels)
         job.json     task id, name, namespace, spec, backoff_limit, active_deadline_seconds,
@@ -49,6 +51,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 from nightwatch.adapters.clock import SystemClock
@@ -58,14 +61,15 @@ from nightwatch.adapters.jobs._local_files import (
     kill_group,
     last_line,
     mtime,
-    mv_path,
     read_int,
     read_json,
     read_text,
+    wrapper_tools,
 )
 from nightwatch.adapters.jobs.recording import append_line
 from nightwatch.domain.errors import (
     BackendUnavailableError,
+    ConfigError,
     InvalidTaskSpecError,
     JobConflictError,
     JobRejectedError,
@@ -84,24 +88,7 @@ START_TIMEOUT = 30.0  # seconds a started Job may go without a pid before it cou
 SWEEP_INTERVAL = 30.0  # seconds between TTL sweeps of one namespace
 LEFTOVER_AGE = 3600.0  # seconds after which a .tmp-/.trash- directory is removed
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-# $1 job dir, $2 absolute path of mv, $3 attempts; then the argv. The subshell keeps a
-# command named like a shell builtin (exit, exec, cd) from touching the wrapper itself.
-# The first line is the claim: of all wrappers ever started for a Job (by its creator, or
-# by a replica adopting it after the creator died mid-start), exactly one gets past it.
-_WRAPPER = """d=$1 mv=$2 tries=$3
-shift 3
-mkdir "$d/claim" 2>/dev/null || exit 0
-echo $$ > "$d/pid" || exit 1
-while :; do
-  ( "$@" )
-  code=$?
-  [ "$code" -eq 0 ] && break
-  tries=$((tries - 1))
-  [ "$tries" -gt 0 ] || break
-done
-echo "$code" > "$d/exit.tmp" && "$mv" -f "$d/exit.tmp" "$d/exit"
-"""
+WRAPPER_FILE = "local_job.sh"  # package data beside this module
 
 
 @dataclass(frozen=True)
@@ -119,7 +106,12 @@ class LocalJobGateway(JobGateway):
         defaults: JobDefaults | None = None,
         clock: Clock | None = None,
         record_path: str | None = None,
+        tool_path: str = SYSTEM_PATH,
     ) -> None:
+        """``tool_path``: where the wrapper's own tools (sh, mkdir, mv) are looked up, once,
+        here; ConfigError (one line) when one is missing, so start-up fails, not every Job."""
+        self._sh, self._mkdir, self._mv = wrapper_tools(tool_path)
+        self._wrapper = _wrapper_text()
         self.state_dir = os.path.abspath(state_dir)
         self.jobs_dir = os.path.join(self.state_dir, "jobs")
         self.defaults = defaults or JobDefaults()
@@ -282,7 +274,8 @@ class LocalJobGateway(JobGateway):
         env = {**BASE_ENV, "HOME": job_dir, **doc.get("env", {})}
         argv = [*doc.get("command", []), *doc.get("args", [])]
         attempts = int(doc.get("backoff_limit") or 0) + 1
-        wrapper = ["/bin/sh", "-c", _WRAPPER, "nightwatch-job", job_dir, mv_path(), str(attempts), *argv]
+        wrapper = [self._sh, "-c", self._wrapper, "nightwatch-job", job_dir, self._mkdir, self._mv,
+                   str(attempts), *argv]
         with open(os.path.join(job_dir, "stdout.log"), "ab") as out, \
                 open(os.path.join(job_dir, "stderr.log"), "ab") as err:
             return subprocess.Popen(
@@ -433,6 +426,16 @@ class LocalJobGateway(JobGateway):
         except FileNotFoundError:
             return
         shutil.rmtree(trash, ignore_errors=True)
+
+
+def _wrapper_text() -> str:
+    """The wrapper script, read once from the package (so a Job never depends on the
+    installed file staying in place)."""
+    try:
+        return resources.files("nightwatch.adapters.jobs").joinpath(WRAPPER_FILE).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"jobs.backend local: cannot read the job wrapper {WRAPPER_FILE} from the "
+                          f"nightwatch package (reinstall it?): {e}") from e
 
 
 def _check_names(namespace: str, name: str) -> None:
