@@ -155,3 +155,12 @@ def test_docker_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     maria = services["mariadb"]["environment"]
     assert (maria["MARIADB_DATABASE"], maria["MARIADB_USER"]) == (
         cfg["store"]["mysql"]["database"], cfg["store"]["mysql"]["user"])
+    # The local jobs' state survives a re-created container: it is on a named volume.
+    state_dir = cfg["jobs"]["local"]["state_dir"]
+    named = {v.split(":")[1] for v in nightwatch["volumes"] if v.split(":")[0] in compose.get("volumes", {})}
+    assert any(state_dir == m or state_dir.startswith(m.rstrip("/") + "/") for m in named), (state_dir, named)
+    # Published ports leave the usual local servers (and a local Prometheus) alone.
+    for service in services.values():
+        for port in service.get("ports", []):
+            published = re.sub(r"\$\{[^:}]+:-(\d+)\}", r"\1", port).split(":")[-2]
+            assert int(published) not in {3306, 5432, 6379, 9090}, port
