@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 die() { echo "build-image: $*" >&2; exit 1; }
-log() { echo "build-image: $*" >&2; }
+log() { echo "build-image: [${SECONDS}s] $*" >&2; }
 
 base=python:3.11-slim
 tag=
@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --base) base=${2:?--base needs a value}; shift 2 ;;
     --tag) tag=${2:?--tag needs a value}; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -76,6 +76,7 @@ if [ "$base" = local ]; then
       mv "$tarball.part" "$tarball"
     fi
     "${engine_cmd[@]}" import --quiet "$tarball" "$base" >/dev/null
+    log "base image $base imported"
   fi
 
   wheel_python=${NIGHTWATCH_WHEEL_PYTHON:-/usr/bin/python3}
@@ -88,6 +89,7 @@ if [ "$base" = local ]; then
     "$wheel_python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
       --requirement requirements.lock --wheel-dir "$wheels.part" >&2
     mv "$wheels.part" "$wheels"
+    log "wheelhouse ready: $(ls "$wheels" | wc -l) wheels"
   fi
   rm -rf wheelhouse
   mkdir wheelhouse
@@ -102,4 +104,5 @@ log "building $tag from $base with $engine"
 "${engine_cmd[@]}" build "${build_flags[@]}" \
   --build-arg BASE_IMAGE="$base" --build-arg VERSION="$version" --build-arg REVISION="$revision" \
   --tag "$tag" . >&2
+log "built $tag"
 echo "$tag"

@@ -39,7 +39,8 @@ def image() -> Iterator[str]:
     print(f"image built in {time.monotonic() - started:.1f}s")
     ref = result.stdout.strip().splitlines()[-1]
     yield ref
-    podman("rmi", ref, check=False)
+    # Untagged, not removed: removing would prune the layers the next session's build reuses.
+    podman("untag", ref, check=False)
 
 
 @pytest.fixture
