@@ -36,7 +36,7 @@ def test_image_metadata(image: str) -> None:
 def test_embedded_default_runs_locked_down(image: str, containers: Containers) -> None:
     """As the Deployment runs it (uid 10001, read-only root, all capabilities dropped), with a
     volume for its state: serves /healthz, runs a task submitted with `exec`, stops cleanly."""
-    version = containers.run("--network=none", image, "--version")
+    version = containers.run("--network=none", *LOCKED_DOWN, image, "--version")
     assert version.returncode == 0 and re.fullmatch(r"nightwatch \S+\n", version.stdout), version
 
     state = containers.volume("state")
@@ -56,6 +56,9 @@ def test_embedded_default_runs_locked_down(image: str, containers: Containers) -
         return shown["status"] if shown["status"] in ("Succeeded", "Failed") else None
 
     assert wait_for(status, timeout=30, what="the task to finish", interval=0.5) == "Succeeded"
+    # Its output is in the state volume (jobs.local.state_dir, relative to the working directory).
+    output = containers.exec(name, "cat", "/var/lib/nightwatch/.nightwatch/jobs/default/hello/stdout.log")
+    assert output.stdout == "hi\n"
 
     started = time.monotonic()
     podman("stop", "--time", "20", name, timeout=40)
@@ -141,6 +144,7 @@ def test_three_replicas_fail_over(image: str, containers: Containers, mysql_url:
         successor = wait_for(lambda: next((r for r, p in standbys.items() if _is_leader(p)), None),
                              timeout=TTL + RETRY + 10, what="a standby to lead", interval=0.05)
         took = time.monotonic() - killed
+        print(f"{successor} leads {took:.2f}s after podman kill of {leader}")
         assert took <= TTL + RETRY + 1.0, f"{successor} led {took:.2f}s after the kill"
         assert [r for r, p in standbys.items() if _is_leader(p)] == [successor]
 
