@@ -40,7 +40,7 @@ def image() -> Iterator[str]:
     ref = result.stdout.strip().splitlines()[-1]
     yield ref
     # Untagged, not removed: removing would prune the layers the next session's build reuses.
-    podman("untag", ref, check=False)
+    podman("untag", ref, ref, check=False)  # this name only: the image may have others
 
 
 @pytest.fixture
