@@ -4,8 +4,8 @@ Kubernetes version, and the objects agree with each other and with the code: the
 generated ConfigMap (a change rolls the pods) that passes nightwatch's own checks, no Secret is
 applied (an example file documents it), every object has the app.kubernetes.io labels, the
 image comes from `images:`, replicas spread over nodes, and the Roles grant exactly the verbs
-the Kubernetes adapter calls. The Dockerfile and docker-compose.yaml cannot be built here (no
-Docker engine): they are checked by reading."""
+the Kubernetes adapter calls. The Dockerfile and docker-compose.yaml are checked by reading
+here; tests/container builds the image and runs it."""
 
 from __future__ import annotations
 
@@ -223,16 +223,22 @@ def test_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_dockerfile() -> None:
     text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^ARG BASE_IMAGE=python:3.11-slim$", text, re.M)
     froms = re.findall(r"^FROM (\S+)", text, re.M)
-    assert froms and all(f == "python:3.11-slim" for f in froms)
+    assert froms and all(f == "${BASE_IMAGE}" for f in froms)
     users = re.findall(r"^USER (\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("0", "root")
-    assert "pip install" in text and re.search(r"^RUN pip install .*\s\.$", text, re.M)
+    # The dependency layer is made from the lock file alone, before any code is copied.
+    lines = text.splitlines()
+    install_lock = next(i for i, line in enumerate(lines) if "--requirement /deps/requirements.lock" in line)
+    copy_code = next(i for i, line in enumerate(lines) if re.match(r"COPY nightwatch ", line))
+    assert install_lock < copy_code
     assert re.search(r'^ENTRYPOINT \["nightwatch"\]$', text, re.M)
     assert re.search(r'^CMD \["run", "--config", "/etc/nightwatch/nightwatch.yaml"\]$', text, re.M)
+    assert re.search(r"^HEALTHCHECK ", text, re.M)
     for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):  # the build context has them
         for source in copied.split():
-            assert (ROOT / source).exists() or source == "README.md", source
+            assert (ROOT / source).exists() or source.endswith("*"), source
 
 
 def test_docker_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -253,3 +259,12 @@ def test_docker_compose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     maria = services["mariadb"]["environment"]
     assert (maria["MARIADB_DATABASE"], maria["MARIADB_USER"]) == (
         cfg["store"]["mysql"]["database"], cfg["store"]["mysql"]["user"])
+    # The local jobs' state survives a re-created container: it is on a named volume.
+    state_dir = cfg["jobs"]["local"]["state_dir"]
+    named = {v.split(":")[1] for v in nightwatch["volumes"] if v.split(":")[0] in compose.get("volumes", {})}
+    assert any(state_dir == m or state_dir.startswith(m.rstrip("/") + "/") for m in named), (state_dir, named)
+    # Published ports leave the usual local servers (and a local Prometheus) alone.
+    for service in services.values():
+        for port in service.get("ports", []):
+            published = re.sub(r"\$\{[^:}]+:-(\d+)\}", r"\1", port).split(":")[-2]
+            assert int(published) not in {3306, 5432, 6379, 9090}, port
