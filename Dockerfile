@@ -26,7 +26,7 @@ RUN groupadd --system --gid 10001 nightwatch \
  && mkdir -p /etc/nightwatch
 COPY --from=deps /opt/nightwatch /opt/nightwatch
 # nightwatch itself: a small layer on top, built with the pinned setuptools already installed.
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY nightwatch /src/nightwatch
 RUN pip install --quiet --no-cache-dir --disable-pip-version-check --no-index --no-deps \
         --no-build-isolation /src \

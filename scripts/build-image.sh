@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' nightwatch/__init__.py)  # written once, there
 tag=${tag:-localhost/nightwatch:$version}
 cache=${NIGHTWATCH_IMAGE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nightwatch-image}
 
