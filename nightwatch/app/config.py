@@ -284,7 +284,7 @@ SCHEMA: dict[str, Any] = {
         "fake": {"default_duration": number(0), "start_delay": number(0), "record_path": text(null_ok=True)},
         "kubernetes": {"kubeconfig": text(null_ok=True), "context": text(null_ok=True), "qps": number(0.1),
                        "burst": integer(1),
-                       "request_timeout": duration_up_to(60.0, "the API server ends a request after 60s itself")},
+                       "request_timeout": duration_up_to(60.0, "the API server's default limit on a request")},
     },
     "watchers": "*watchers",
     "server": {"listen": listen, "shutdown_timeout": duration},

@@ -253,3 +253,31 @@ def test_run_serves_http_on_an_ipv6_literal(workdir):
         code = daemon.wait(timeout=15)
         log.close()
     assert code == 0, (workdir / "daemon.log").read_text()
+
+
+PLUGIN = '''
+class Hello:
+    def __init__(self, deps, config):
+        self.spec = config.get("spec", "@every 5s")
+
+    def run(self, ctx):
+        pass
+'''
+
+
+def test_config_validate_checks_a_plug_in_watchers_schedule(workdir, monkeypatch):
+    """A real installed distribution (a .dist-info on PYTHONPATH) with an entry point."""
+    site = workdir / "site"
+    (site / "nw_hello-1.0.dist-info").mkdir(parents=True)
+    (site / "nw_hello_mod.py").write_text(PLUGIN)
+    (site / "nw_hello-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: nw_hello\nVersion: 1.0\n")
+    (site / "nw_hello-1.0.dist-info" / "entry_points.txt").write_text(
+        "[nightwatch.watchers]\nhello = nw_hello_mod:Hello\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    assert cli("config", "validate").returncode == 0
+    (workdir / "hello.yaml").write_text("watchers: {hello: {spec: 'whenever'}}\n")
+    one_config_error(cli("config", "validate", "--config", "hello.yaml", check=False),
+                     "watchers.hello.spec: 'whenever' is not a schedule")
+    (workdir / "hello.yaml").write_text("watchers: {hello: [1, 2]}\n")
+    one_config_error(cli("config", "validate", "--config", "hello.yaml", check=False),
+                     "watchers.hello: expected a mapping of settings")
