@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", metavar="F", default=argparse.SUPPRESS,
                         help="YAML config (default: $NIGHTWATCH_CONFIG, ./config/nightwatch.yaml, built-in defaults)")
     p = _Parser(prog="nightwatch", parents=[common],
-                                description="Keeps a task table and Kubernetes Jobs in step.")
+                description="Keeps a task table and Kubernetes Jobs in step.")
     p.add_argument("--version", action="version", version=f"nightwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

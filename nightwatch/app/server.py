@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from nightwatch.app.config import split_listen
+from nightwatch.app.config_rules import split_listen
 from nightwatch.app.daemon import Daemon
 from nightwatch.app.metrics import Metrics
 from nightwatch.domain.errors import ConfigError, NightwatchError
