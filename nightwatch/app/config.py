@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from dependency_injector import providers
 
 from nightwatch.app.config_rules import (
@@ -230,7 +230,8 @@ def _check_task_sync(config: Mapping[str, Any]) -> None:
     task = config.get("watchers", {}).get("task") or {}
     if not task.get("enabled", True):
         return
-    interval = _longest_gap(parse_schedule(task.get("spec", "@every 2s"), "watchers.task.spec"))
+    key = "watchers.task.spec"
+    interval = _longest_gap(parse_schedule(task.get("spec", "@every 2s"), key), key)
     grace = task.get("missing_grace", 60.0)
     floor = max(MIN_MISSING_GRACE, interval)
     if grace < floor:
@@ -248,14 +249,17 @@ def _check_task_sync(config: Mapping[str, Any]) -> None:
         )
 
 
-def _longest_gap(schedule: Schedule) -> float:
+def _longest_gap(schedule: Schedule, key: str) -> float:
     """Seconds between two runs at most: an ``@every`` interval, or the widest gap of a cron
     expression over its next 64 runs (enough for weekly patterns of daily runs)."""
     if isinstance(schedule, Every):
         return schedule.interval
     assert isinstance(schedule, Cron)
     it = croniter(schedule.expression, datetime(2025, 1, 1), second_at_beginning=True)
-    runs = [it.get_next(datetime) for _ in range(65)]
+    try:
+        runs = [it.get_next(datetime) for _ in range(65)]
+    except CroniterBadDateError:  # valid fields that name no date, such as February 31st
+        raise ConfigError(f"{key}: {schedule.expression!r} never runs") from None
     return float(max((b - a).total_seconds() for a, b in zip(runs, runs[1:], strict=False)))
 
 
