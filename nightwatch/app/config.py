@@ -23,6 +23,7 @@ from croniter import CroniterBadDateError, croniter
 from dependency_injector import providers
 
 from nightwatch.app.config_rules import (
+    MAX_DURATION,
     boolean,
     duration,
     duration_up_to,
@@ -253,6 +254,8 @@ def _longest_gap(schedule: Schedule, key: str) -> float:
     """Seconds between two runs at most: an ``@every`` interval, or the widest gap of a cron
     expression over its next 64 runs (enough for weekly patterns of daily runs)."""
     if isinstance(schedule, Every):
+        if schedule.interval > MAX_DURATION:
+            raise ConfigError(f"{key}: @every must be at most 365 days, got {schedule.interval:g}s")
         return schedule.interval
     assert isinstance(schedule, Cron)
     it = croniter(schedule.expression, datetime(2025, 1, 1), second_at_beginning=True)

@@ -113,6 +113,7 @@ def test_the_built_in_defaults_read_the_environment_too(tmp_path, monkeypatch):
     ("jobs: {defaults: {ttl_seconds_after_finished: 100}}\nwatchers: {task: {spec: '0 */5 * * * *'}}",
      "watchers.task.missing_grace: must be at least 300s"),
     ("watchers: {task: {spec: '0 0 0 31 2 *'}}", "watchers.task.spec: '0 0 0 31 2 *' never runs"),
+    ("watchers: {task: {spec: '@every 9000000h'}}", "watchers.task.spec: @every must be at most 365 days"),
     ("jobs: {kubernetes: {qps: .nan}}", "jobs.kubernetes.qps: expected a finite number"),
     ("jobs: {kubernetes: {qps: .inf}}", "jobs.kubernetes.qps: expected a finite number"),
     ("jobs: {kubernetes: {qps: 0}}", "jobs.kubernetes.qps: expected a finite number of at least 0.1"),
