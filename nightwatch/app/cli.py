@@ -17,13 +17,14 @@ import yaml
 
 from nightwatch import __version__
 from nightwatch.app import logs
-from nightwatch.app.config import load_config, masked
+from nightwatch.app.config import config_source, load_config, masked
 from nightwatch.domain.errors import BackendUnavailableError, ConfigError, NightwatchError
 from nightwatch.domain.model import NewTask, Task, TaskStatus
 
 logger = logging.getLogger("nightwatch")
 
 EXIT_CONFIG = 2
+EXIT_USAGE = 64  # sysexits.h EX_USAGE: a wrong command line, told apart from a wrong config (2)
 STUCK_THREAD_GRACE = 1.0  # seconds `run` waits for leftover threads before exiting without them
 
 
@@ -34,13 +35,22 @@ def _env_pair(text: str) -> tuple[str, str]:
     return name, value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; 2 is nightwatch's config error, so usage errors exit 64.
+    Sub-parsers are made of this class too (``add_subparsers`` uses the parent's class)."""
+
+    def error(self, message: str) -> Any:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     # SUPPRESS: a subcommand's own --config must not reset one given before the subcommand
     common.add_argument("--config", metavar="F", default=argparse.SUPPRESS,
                         help="YAML config (default: $NIGHTWATCH_CONFIG, ./config/nightwatch.yaml, built-in defaults)")
-    p = argparse.ArgumentParser(prog="nightwatch", parents=[common],
-                                description="Keeps a task table and Kubernetes Jobs in step.")
+    p = _Parser(prog="nightwatch", parents=[common],
+                description="Keeps a task table and Kubernetes Jobs in step.")
     p.add_argument("--version", action="version", version=f"nightwatch {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -74,6 +84,8 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
     show = cfg.add_parser("show", parents=[common], help="the effective config, secrets masked")
     show.add_argument("--json", action="store_true")
+    cfg.add_parser("validate", parents=[common],
+                   help="every check run makes (schedules and paths included), without starting")
 
     status = sub.add_parser("status", parents=[common], help="who leads, its epoch, tasks per status")
     status.add_argument("--json", action="store_true")
@@ -105,12 +117,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, config: dict[str, Any]) -> int:
     from nightwatch.app.container import build_container
 
-    if args.command == "config":
+    source = config_source(getattr(args, "config", None))
+    if args.command == "config" and args.config_command == "show":
         shown = masked(config)
-        print(json.dumps(shown, indent=2) if args.json else yaml.safe_dump(shown, sort_keys=False), end="")
+        if args.json:
+            print(json.dumps(shown, indent=2))
+        else:
+            print(f"# {source}")
+            print(yaml.safe_dump(shown, sort_keys=False), end="")
         return 0
     container = build_container(config)
     try:
+        if args.command == "config":  # validate
+            from nightwatch.app.preflight import check_startup
+
+            check_startup(container, config)
+            print(f"config OK: {source}")
+            return 0
         if args.command == "run":
             return _run(container, config, once=args.once, wait=args.wait)
         store = container.store()
@@ -144,8 +167,10 @@ def _dispatch(args: argparse.Namespace, config: dict[str, Any]) -> int:
 
 def _run(container: Any, config: dict[str, Any], *, once: bool, wait: float | None) -> int:
     from nightwatch.app.daemon import install_signal_handlers
+    from nightwatch.app.preflight import check_startup
 
     logs.configure(config["log"]["level"], config["log"]["format"], replica=container.identity())
+    check_startup(container, config)  # what `config validate` checks, before anything starts
     daemon = container.daemon()
     lock = config["lock"]
     server = None
@@ -153,9 +178,6 @@ def _run(container: Any, config: dict[str, Any], *, once: bool, wait: float | No
         from nightwatch.app.server import start_server
 
         server = start_server(config["server"]["listen"], daemon, container.metrics(), lock["ttl"])
-    check = getattr(container.gateway(), "check", None)
-    if callable(check):  # an adapter that loads its configuration lazily: fail at start, not per task
-        check()
     install_signal_handlers(daemon, _hard_exit)
     logger.info("nightwatch %s starting as %s (store %s, lock %s, jobs %s)", __version__,
                 container.identity(), config["store"]["backend"], lock["backend"], config["jobs"]["backend"])

@@ -1,4 +1,4 @@
-"""Loading and checking the YAML config (DESIGN §5).
+"""Loading and checking the YAML config.
 
 Files are read by dependency-injector's ``Configuration.from_yaml`` (which also does the
 ``${VAR}`` / ``${VAR:default}`` interpolation), laid over the built-in defaults, then
@@ -9,21 +9,36 @@ and what is allowed. The result has durations as float seconds.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+from croniter import CroniterBadDateError, croniter
 from dependency_injector import providers
 
-from nightwatch.app.durations import parse_duration
+from nightwatch.app.config_rules import (
+    MAX_DURATION,
+    boolean,
+    duration,
+    duration_up_to,
+    integer,
+    listen,
+    number,
+    one_of,
+    redis_urls,
+    strings,
+    text,
+)
+from nightwatch.app.scheduler import Cron, Every, Schedule, parse_schedule
 from nightwatch.domain.errors import ConfigError
 
 DEFAULT_LOCATION = Path("config") / "nightwatch.yaml"
-Check = Callable[[str, Any], Any]
 
 
 def default_config_text() -> str:
@@ -44,6 +59,9 @@ def _read(path: Path | None) -> dict[str, Any]:
     if path is None:
         with resources.as_file(resources.files("nightwatch.app").joinpath("default.yaml")) as builtin:
             return _read(builtin)
+    _readable(path)
+    if _empty(path):
+        return {}
     reader = providers.Configuration()
     try:
         reader.from_yaml(str(path), required=True, envs_required=True)
@@ -63,14 +81,56 @@ def _read(path: Path | None) -> dict[str, Any]:
     return raw
 
 
+def _readable(path: Path) -> None:
+    """One line for a path that is no readable UTF-8 file, and nothing more for an empty one
+    (dependency-injector lets those through as OSError, UnicodeDecodeError or a TypeError)."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path}: cannot read: {e.strerror or e}") from None
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {e.start})") from None
+
+
+def _empty(path: Path) -> bool:
+    """Nothing but comments and blank lines: the built-in defaults, as ``{}`` would be."""
+    try:
+        return yaml.safe_load(path.read_text()) is None
+    except yaml.YAMLError:
+        return False  # from_yaml reports it with its line
+
+
+def config_source(explicit: str | None) -> str:
+    """What ``load_config(explicit)`` reads, for ``config show`` and ``config validate``."""
+    path = find_config(explicit)
+    return f"read from {path.absolute()}" if path is not None else "built-in defaults (no config file)"
+
+
 def load_config(explicit: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The effective, checked config. ConfigError (one line) on any problem."""
-    defaults = _read(None)  # interpolated too: its secrets come from the environment
+    defaults = _fill(_read(None), OPTIONAL_DEFAULTS)  # interpolated too: secrets come from the environment
     path = find_config(explicit)
     merged = _merge(defaults, _read(path) if path is not None else {})
     if overrides:
         merged = _merge(merged, dict(overrides))
     return check(merged)
+
+
+def _fill(base: dict[str, Any], missing: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with the keys of ``missing`` it lacks added after its own (its order is kept)."""
+    out = copy.deepcopy(base)
+    for key, value in missing.items():
+        if key not in out:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, Mapping) and isinstance(out[key], dict):
+            out[key] = _fill(out[key], value)
+    return out
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -81,92 +141,6 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[key] = copy.deepcopy(value)
     return out
-
-
-# -- checks ---------------------------------------------------------------------------------
-
-def one_of(*allowed: str) -> Check:
-    def check_(key: str, v: Any) -> Any:
-        if v not in allowed:
-            raise ConfigError(f"{key}: {v!r} is not one of {' | '.join(allowed)}")
-        return v
-    return check_
-
-
-def text(empty_ok: bool = False, null_ok: bool = False) -> Check:
-    def check_(key: str, v: Any) -> Any:
-        if v is None and null_ok:
-            return None
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            v = str(v)
-        if not isinstance(v, str) or (not v and not empty_ok):
-            raise ConfigError(f"{key}: expected a {'' if empty_ok else 'non-empty '}string, got {v!r}")
-        return v
-    return check_
-
-
-def integer(low: int, high: int | None = None, null_ok: bool = False) -> Check:
-    def check_(key: str, v: Any) -> Any:
-        if v is None and null_ok:
-            return None
-        if isinstance(v, str) and v.strip().isdigit():
-            v = int(v)
-        if not isinstance(v, int) or isinstance(v, bool) or v < low or (high is not None and v > high):
-            limits = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise ConfigError(f"{key}: expected a whole number {limits}{', or null' if null_ok else ''}, "
-                              f"got {v!r}")
-        return v
-    return check_
-
-
-def number(minimum: float) -> Check:
-    def check_(key: str, v: Any) -> Any:
-        if isinstance(v, bool) or not isinstance(v, int | float) or v < minimum:
-            raise ConfigError(f"{key}: expected a number of at least {minimum}, got {v!r}")
-        return float(v)
-    return check_
-
-
-def duration(key: str, v: Any) -> float:
-    try:
-        seconds = parse_duration(v)
-    except (ValueError, TypeError):
-        raise ConfigError(f"{key}: {v!r} is not a duration (like 10s, 500ms, 2m)") from None
-    if seconds <= 0:
-        raise ConfigError(f"{key}: must be longer than 0, got {v!r}")
-    return seconds
-
-
-def boolean(key: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(f"{key}: expected true or false, got {v!r}")
-    return v
-
-
-def strings(key: str, v: Any) -> list[str]:
-    if v is None:
-        return []
-    if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
-        raise ConfigError(f"{key}: expected a list of non-empty strings, got {v!r}")
-    return list(v)
-
-
-def redis_urls(key: str, v: Any) -> list[str]:
-    urls = strings(key, v)
-    if len(urls) not in (1, 3, 5, 7):
-        raise ConfigError(f"{key}: give 1 URL (single node) or 3, 5 or 7 (Redlock quorum), got {len(urls)}")
-    for url in urls:
-        if not re.match(r"^(redis|rediss|unix)://", url):
-            raise ConfigError(f"{key}: {url!r} is not a redis:// or rediss:// URL")
-    return urls
-
-
-def listen(key: str, v: Any) -> str:
-    if v in (None, ""):
-        return ""
-    if not isinstance(v, str) or not re.match(r"^[\w.\-\[\]:]*:\d{1,5}$", v):
-        raise ConfigError(f"{key}: expected host:port (like 127.0.0.1:9090) or empty for off, got {v!r}")
-    return v
 
 
 SCHEMA: dict[str, Any] = {
@@ -196,11 +170,23 @@ SCHEMA: dict[str, Any] = {
         "local": {"state_dir": text(), "record_path": text(null_ok=True)},
         "fake": {"default_duration": number(0), "start_delay": number(0), "record_path": text(null_ok=True)},
         "kubernetes": {"kubeconfig": text(null_ok=True), "context": text(null_ok=True), "qps": number(0.1),
-                       "burst": integer(1), "request_timeout": duration, "forbidden_grace": duration},
+                       "burst": integer(1),
+                       "request_timeout": duration_up_to(60.0, "the API server's default limit on a request"),
+                       "forbidden_grace": duration},
     },
     "watchers": "*watchers",
     "server": {"listen": listen, "shutdown_timeout": duration},
     "log": {"level": one_of("debug", "info", "warning", "error"), "format": one_of("text", "json")},
+}
+
+# Keys the shipped config/nightwatch.yaml leaves out, with the values the adapters were built for,
+# so that the effective config (and ``config show``) has every key.
+OPTIONAL_DEFAULTS: dict[str, Any] = {
+    "store": {"mysql": {"connect_timeout": "5s", "read_timeout": "10s", "write_timeout": "10s", "pool_size": 4},
+              "postgres": {"connect_timeout": "5s", "statement_timeout": "10s", "pool_size": 4}},
+    "lock": {"redis": {"socket_timeout": "500ms", "key_prefix": "nightwatch:"}},
+    "jobs": {"local": {"record_path": None},
+             "fake": {"default_duration": 1, "start_delay": 0, "record_path": None}},
 }
 
 TASK_WATCHER_SCHEMA: dict[str, Any] = {
@@ -210,16 +196,75 @@ TASK_WATCHER_SCHEMA: dict[str, Any] = {
 WATCHER_SCHEMA: dict[str, Any] = {"spec": text(), "enabled": boolean}
 
 
+MIN_MISSING_GRACE = 5.0  # seconds; below, one LIST that missed a Job would fail its task
+
+
 def check(config: Mapping[str, Any]) -> dict[str, Any]:
     out = _check_section("", config, SCHEMA)
     out["jobs"].setdefault("fake", {})
-    lock = out["lock"]
+    _check_lock(out["lock"])
+    _check_task_sync(out)
+    return out
+
+
+def _check_lock(lock: Mapping[str, Any]) -> None:
     if not lock["renew_interval"] < lock["renew_deadline"] < lock["ttl"]:
         raise ConfigError(
             "lock: need renew_interval < renew_deadline < ttl (so a leader steps down before its lease "
             f"can expire), got {lock['renew_interval']:g}s, {lock['renew_deadline']:g}s, {lock['ttl']:g}s"
         )
-    return out
+    timeout = lock.get("redis", {}).get("socket_timeout")
+    if lock["backend"] == "redis" and timeout is not None:
+        # a renew started just before the deadline may wait this long to connect and as long again
+        # for the answer; it must be over before the lease expires
+        limit = (lock["ttl"] - lock["renew_deadline"]) / 2
+        if timeout > limit + 1e-9:
+            raise ConfigError(
+                f"lock.redis.socket_timeout: must be at most {limit:g}s, half of lock.ttl - lock.renew_deadline "
+                f"({lock['ttl']:g}s - {lock['renew_deadline']:g}s), so a renew ends before the lease expires; "
+                f"got {timeout:g}s"
+            )
+
+
+def _check_task_sync(config: Mapping[str, Any]) -> None:
+    """The task watcher must see a Job (in its sync) before the Job's TTL deletes it, and may call a
+    Job gone only after looking for it for a while."""
+    task = config.get("watchers", {}).get("task") or {}
+    if not task.get("enabled", True):
+        return
+    key = "watchers.task.spec"
+    interval = _longest_gap(parse_schedule(task.get("spec", "@every 2s"), key), key)
+    grace = task.get("missing_grace", 60.0)
+    floor = max(MIN_MISSING_GRACE, interval)
+    if grace < floor:
+        raise ConfigError(
+            f"watchers.task.missing_grace: must be at least {floor:g}s (5s, and the task watcher's interval "
+            f"{interval:g}s, so a Job is looked for more than once before its task fails), got {grace:g}s"
+        )
+    ttl = config["jobs"]["defaults"]["ttl_seconds_after_finished"]
+    least = math.ceil(interval + grace)
+    if ttl is not None and ttl < least:
+        raise ConfigError(
+            f"jobs.defaults.ttl_seconds_after_finished: must be at least {least} (the task watcher's interval "
+            f"{interval:g}s + watchers.task.missing_grace {grace:g}s), or null to keep finished Jobs, got {ttl}: "
+            "a Job deleted before the task watcher saw it finish fails its task with 'job not found'"
+        )
+
+
+def _longest_gap(schedule: Schedule, key: str) -> float:
+    """Seconds between two runs at most: an ``@every`` interval, or the widest gap of a cron
+    expression over its next 64 runs (enough for weekly patterns of daily runs)."""
+    if isinstance(schedule, Every):
+        if schedule.interval > MAX_DURATION:
+            raise ConfigError(f"{key}: @every must be at most 365 days, got {schedule.interval:g}s")
+        return schedule.interval
+    assert isinstance(schedule, Cron)
+    it = croniter(schedule.expression, datetime(2025, 1, 1), second_at_beginning=True)
+    try:
+        runs = [it.get_next(datetime) for _ in range(65)]
+    except CroniterBadDateError:  # valid fields that name no date, such as February 31st
+        raise ConfigError(f"{key}: {schedule.expression!r} never runs") from None
+    return float(max((b - a).total_seconds() for a, b in zip(runs, runs[1:], strict=False)))
 
 
 def _check_section(prefix: str, section: Any, schema: Mapping[str, Any]) -> dict[str, Any]:
@@ -251,6 +296,9 @@ def _check_watchers(prefix: str, value: Any) -> dict[str, Any]:
         if name == "task":
             out[name] = _check_section(f"{prefix}.{name}.", section or {}, TASK_WATCHER_SCHEMA)
         else:  # a plug-in's own keys are its business; check what every watcher has
+            if section is not None and not isinstance(section, Mapping):
+                raise ConfigError(f"{prefix}.{name}: expected a mapping of settings (spec, enabled, ...), "
+                                  f"got {section!r}")
             own = dict(section or {})
             known = {k: own.pop(k) for k in list(own) if k in WATCHER_SCHEMA}
             out[name] = {**own, **_check_section(f"{prefix}.{name}.", known, WATCHER_SCHEMA)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -13,10 +14,15 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError(f"{text!r} is not a duration")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"{text!r} is negative")
+        if not math.isfinite(text) or text < 0:
+            raise ValueError(f"{text!r} is not a duration (negative or not finite)")
         return float(text)
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not a duration like 10s, 500ms, 2m or 1h30m")
     s = text.strip().replace(" ", "")
     if not s or _PART.sub("", s):
         raise ValueError(f"{text!r} is not a duration like 10s, 500ms, 2m or 1h30m")
-    return sum(float(n) * _UNIT[u] for n, u in _PART.findall(s))
+    seconds = sum(float(n) * _UNIT[u] for n, u in _PART.findall(s))
+    if not math.isfinite(seconds):
+        raise ValueError(f"{text!r} is too long a duration")
+    return seconds

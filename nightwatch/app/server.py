@@ -8,6 +8,7 @@ in milliseconds even when the store or the lock hangs.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from nightwatch.app.config_rules import split_listen
 from nightwatch.app.daemon import Daemon
 from nightwatch.app.metrics import Metrics
 from nightwatch.domain.errors import ConfigError, NightwatchError
@@ -171,14 +173,20 @@ class _Server(ThreadingHTTPServer):
         self.server_close()
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 def start_server(listen: str, daemon: Daemon, metrics: Metrics, lease: float = 10.0) -> ThreadingHTTPServer:
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
+    host, port = split_listen("server.listen", listen)
+    host = host or "0.0.0.0"
+    kind = _Server6 if ":" in host else _Server  # an IPv6 literal ([::1]:9090) needs an AF_INET6 socket
     try:
-        server = _Server((host, int(port)), daemon, metrics, lease)
-    except OSError as e:
-        raise ConfigError(f"server.listen: cannot listen on {listen}: {e.strerror or e}") from None
+        server = kind((host, port), daemon, metrics, lease)
+    except (OSError, OverflowError) as e:
+        raise ConfigError(f"server.listen: cannot listen on {listen}: {getattr(e, 'strerror', None) or e}") from None
     server.readiness.start()
     threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
-    logger.info("serving /healthz /readyz /metrics on http://%s:%s", host, server.server_address[1])
+    shown = f"[{host}]" if ":" in host else host
+    logger.info("serving /healthz /readyz /metrics on http://%s:%s", shown, server.server_address[1])
     return server

@@ -7,8 +7,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
+import yaml
 
 from nightwatch.app.config import default_config_text
 
@@ -148,4 +150,134 @@ def test_config_before_the_subcommand_is_honoured(workdir):
     assert (workdir / "other.db").exists() and not (workdir / "nightwatch.db").exists()
     bad = cli("task", "submit", "--name", "y", "--namespace", "default", "--image", "a", "--env", "NOEQ",
               check=False)
-    assert bad.returncode == 2 and "expected NAME=VALUE" in bad.stderr
+    assert bad.returncode == 64 and "expected NAME=VALUE" in bad.stderr  # a usage error, not a config error
+
+
+def one_config_error(proc, *expected):
+    """Exit 2 and a single line on stderr that starts 'nightwatch: config error: ' and holds ``expected``."""
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("nightwatch: config error: "), lines
+    for text in expected:
+        assert text in lines[0], lines
+    return lines[0]
+
+
+def test_usage_errors_exit_64_and_config_errors_exit_2(workdir):
+    for argv in (["bogus"], ["task", "get", "abc"], ["task", "submit", "--name", "x"], ["run", "--nope"]):
+        proc = cli(*argv, check=False)
+        assert proc.returncode == 64, (argv, proc.stderr)
+        assert "usage: nightwatch" in proc.stderr and "Traceback" not in proc.stderr
+    (workdir / "bad.yaml").write_text("store: {backend: oracle}\n")
+    one_config_error(cli("config", "show", "--config", "bad.yaml", check=False), "store.backend")
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("server: {listen: '127.0.0.1:99999'}\n", "server.listen: port 99999 is not from 1 to 65535"),
+    ("watchers: {myplugin: [1, 2]}\n", "watchers.myplugin: expected a mapping"),
+    ("lock: {ttl: [1, 2]}\n", "lock.ttl:"),
+    ("lock: {ttl: {a: 1}}\n", "lock.ttl:"),
+    ("jobs: {kubernetes: {qps: .nan}}\n", "jobs.kubernetes.qps"),
+    ("jobs: {defaults: {ttl_seconds_after_finished: 0}}\n", "jobs.defaults.ttl_seconds_after_finished"),
+])
+@pytest.mark.parametrize("command", [("run",), ("run", "--once"), ("config", "validate")])
+def test_a_config_that_would_break_the_daemon_stops_it_with_one_line(workdir, text, expected, command):
+    (workdir / "bad.yaml").write_text(text)
+    one_config_error(cli(*command, "--config", "bad.yaml", check=False), expected)
+
+
+def test_a_config_path_that_is_a_directory_or_unreadable_is_one_line(workdir):
+    (workdir / "plain").write_text("x")
+    one_config_error(cli("run", "--config", str(workdir), check=False), "is a directory", str(workdir))
+    one_config_error(cli("config", "show", "--config", "plain/c.yaml", check=False), "cannot read")
+
+
+def test_an_empty_config_file_means_the_defaults(workdir):
+    (workdir / "empty.yaml").write_text("")
+    proc = cli("config", "show", "--config", "empty.yaml")
+    assert "backend: sqlite" in proc.stdout and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("section", "key"), [
+    ("jobs: {local: {state_dir: plain/state}}", "jobs.local.state_dir"),
+    ("lock: {file: {path: plain/nightwatch.lock}}", "lock.file.path"),
+])
+@pytest.mark.parametrize("command", [("run",), ("run", "--once"), ("config", "validate")])
+def test_an_unusable_path_stops_startup_with_one_line(workdir, section, key, command):
+    (workdir / "plain").write_text("a regular file where a directory should be")
+    (workdir / "paths.yaml").write_text(section + "\nserver: {listen: ''}\n")
+    one_config_error(cli(*command, "--config", "paths.yaml", check=False), f"{key}: cannot create")
+    assert not (workdir / "nightwatch.db").exists()  # refused before the store was touched
+
+
+def test_config_validate_checks_schedules_without_starting(workdir):
+    ok = cli("config", "validate")
+    assert ok.stdout.strip() == f"config OK: read from {workdir / 'config' / 'nightwatch.yaml'}"
+    assert not (workdir / "nightwatch.db").exists() and not (workdir / ".nightwatch").exists()
+    assert not (workdir / "nightwatch.lock").exists()
+    (workdir / "cron.yaml").write_text("watchers: {task: {spec: '*/5 * * * *'}}\n")  # five fields
+    one_config_error(cli("config", "validate", "--config", "cron.yaml", check=False),
+                     "watchers.task.spec: '*/5 * * * *' is not a schedule")
+    (workdir / "plugin.yaml").write_text("watchers: {nosuch: {spec: '@every 1s'}}\n")
+    one_config_error(cli("config", "validate", "--config", "plugin.yaml", check=False),
+                     "watchers.nosuch: no such watcher")
+
+
+def test_config_show_names_its_file_and_prints_every_key(workdir):
+    out = cli("config", "show").stdout
+    assert out.splitlines()[0] == f"# read from {workdir / 'config' / 'nightwatch.yaml'}"
+    shown = yaml.safe_load(out)
+    assert shown["lock"]["redis"]["socket_timeout"] == 0.5
+    assert shown["store"]["mysql"]["connect_timeout"] == 5 and shown["jobs"]["local"]["record_path"] is None
+    (workdir / "config" / "nightwatch.yaml").unlink()
+    assert cli("config", "show").stdout.splitlines()[0] == "# built-in defaults (no config file)"
+    assert json.loads(cli("config", "show", "--json").stdout)["lock"]["ttl"] == 10.0
+
+
+def test_run_serves_http_on_an_ipv6_literal(workdir):
+    port = free_port()
+    (workdir / "v6.yaml").write_text(f"server: {{listen: '[::1]:{port}'}}\n")
+    log = open(workdir / "daemon.log", "w")  # noqa: SIM115 - open for the daemon's whole life
+    daemon = subprocess.Popen([*NIGHTWATCH, "run", "--config", "v6.yaml"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def healthz():
+            try:
+                return urllib.request.urlopen(f"http://[::1]:{port}/healthz", timeout=1).read()
+            except OSError:
+                return None
+
+        assert wait_for(healthz, 20, "/healthz on [::1]") == b"ok\n"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=15)
+        log.close()
+    assert code == 0, (workdir / "daemon.log").read_text()
+
+
+PLUGIN = '''
+class Hello:
+    def __init__(self, deps, config):
+        self.spec = config.get("spec", "@every 5s")
+
+    def run(self, ctx):
+        pass
+'''
+
+
+def test_config_validate_checks_a_plug_in_watchers_schedule(workdir, monkeypatch):
+    """A real installed distribution (a .dist-info on PYTHONPATH) with an entry point."""
+    site = workdir / "site"
+    (site / "nw_hello-1.0.dist-info").mkdir(parents=True)
+    (site / "nw_hello_mod.py").write_text(PLUGIN)
+    (site / "nw_hello-1.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: nw_hello\nVersion: 1.0\n")
+    (site / "nw_hello-1.0.dist-info" / "entry_points.txt").write_text(
+        "[nightwatch.watchers]\nhello = nw_hello_mod:Hello\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    assert cli("config", "validate").returncode == 0
+    (workdir / "hello.yaml").write_text("watchers: {hello: {spec: 'whenever'}}\n")
+    one_config_error(cli("config", "validate", "--config", "hello.yaml", check=False),
+                     "watchers.hello.spec: 'whenever' is not a schedule")
+    (workdir / "hello.yaml").write_text("watchers: {hello: [1, 2]}\n")
+    one_config_error(cli("config", "validate", "--config", "hello.yaml", check=False),
+                     "watchers.hello: expected a mapping of settings")
