@@ -128,8 +128,9 @@ class Fence:
 # The widths of the task table's columns (the seed's DDL): every store refuses what does not
 # fit, with the same message, instead of truncating or failing differently per database.
 VARCHAR_COLUMNS = {"name": 45, "namespace": 45, "status": 45}
-TEXT_BYTES = 65_535  # MySQL's TEXT, the narrowest of the four backends
+TEXT_BYTES = 65_535  # MySQL's TEXT (the ``message`` column), the narrowest of the four backends
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+ID_CLASH = "task id {id} is already taken: the id sequence is behind ids inserted explicitly{hint}"
 
 
 def check_bigint(column: str, value: int) -> None:
@@ -143,9 +144,6 @@ def check_new_task(task: NewTask) -> None:
         value = str(getattr(task, column))
         if len(value) > limit:
             raise TaskValueError(f"task.{column}: {len(value)} characters, at most {limit} fit")
-    if len(task.info.encode("utf-8", "surrogatepass")) > TEXT_BYTES:
-        raise TaskValueError(f"task.info: {len(task.info.encode('utf-8', 'surrogatepass'))} bytes, "
-                             f"at most {TEXT_BYTES} fit")
     check_bigint("user_id", task.user_id)
 
 
