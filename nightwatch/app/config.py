@@ -205,7 +205,7 @@ SCHEMA: dict[str, Any] = {
 
 TASK_WATCHER_SCHEMA: dict[str, Any] = {
     "spec": text(), "enabled": boolean, "batch_size": integer(1, 10000), "concurrency": integer(1, 256),
-    "missing_grace": duration,
+    "missing_grace": duration, "count_interval": duration,
 }
 WATCHER_SCHEMA: dict[str, Any] = {"spec": text(), "enabled": boolean}
 

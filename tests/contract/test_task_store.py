@@ -6,6 +6,7 @@ database of its own, and ``backend.make()`` opens another replica on it.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -16,6 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from unfenced import UnfencedStore
 
+from nightwatch.adapters.clock import FakeClock
+from nightwatch.adapters.jobs.fake import FakeJobGateway
+from nightwatch.app.task_watcher import TaskWatcher
 from nightwatch.domain.errors import (
     DuplicateTaskError,
     FencedError,
@@ -25,7 +29,7 @@ from nightwatch.domain.errors import (
     TaskValueError,
 )
 from nightwatch.domain.model import Fence, NewTask, TaskStatus
-from nightwatch.domain.ports import TaskStore
+from nightwatch.domain.ports import RunContext, TaskStore
 
 if TYPE_CHECKING:
     from conftest import StoreBackend  # tests/contract/conftest.py
@@ -379,3 +383,24 @@ def test_statuses_match_byte_for_byte(store: TaskStore) -> None:
         assert store.transition(task.id, N, P, fence=fence) is False
         assert store.transition(task.id, P, R) is False
         assert store.get(task.id).status == status  # left untouched
+
+
+def test_the_task_watcher_leaves_lookalike_statuses_untouched_and_logs_each_once(
+        store: TaskStore, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    gateway = FakeJobGateway(clock)
+    watcher = TaskWatcher(store, gateway, clock, allowed_namespaces=["default"], count_interval=0.001)
+    real = store.add(new("real"))
+    lookalikes = {s: store.add(new(f"look{i}", status=s)) for i, s in enumerate(LOOKALIKES)}
+    fence = Fence(LEADER, store.begin_term(LEADER))
+    with caplog.at_level(logging.WARNING, logger="nightwatch.app.task_watcher"):
+        for _ in range(3):
+            watcher.run(RunContext(fence))
+            clock.advance(1)
+    assert store.get(real.id).status != "Normal"
+    assert [name for _, name, _ in gateway.created] == ["real"]
+    assert {s: store.get(t.id).status for s, t in lookalikes.items()} == {s: s for s in LOOKALIKES}
+    warned = [r.getMessage() for r in caplog.records if "does not know" in r.getMessage()]
+    assert sorted(warned) == sorted(
+        f"1 task(s) have status {s!r}, which nightwatch does not know; leaving them untouched" for s in LOOKALIKES
+    )

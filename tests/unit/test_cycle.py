@@ -265,3 +265,26 @@ def test_a_bug_met_by_one_task_backs_it_off_and_the_others_go_on():
         c.step()
     assert c.store.get(good.id).status == "Succeeded"
     assert c.store.get(bad.id).status == "Normal"  # kept, retried later with backoff
+
+
+class CountingStore(InMemoryTaskStore):
+    def __init__(self, clock):
+        super().__init__(clock)
+        self.counts = 0  # grouped counts: a full scan of the table on a real database
+
+    def count_by_status(self):
+        self.counts += 1
+        return super().count_by_status()
+
+
+def test_the_grouped_count_runs_at_most_every_count_interval():
+    clock = FakeClock()
+    store = CountingStore(clock)
+    watcher = TaskWatcher(store, FakeJobGateway(clock), clock, allowed_namespaces=["default"], count_interval=30.0)
+    fence = Fence("nightwatch", store.begin_term("nightwatch"))
+    for _ in range(15):  # 30 s of runs every 2 s
+        watcher.run(RunContext(fence))
+        clock.advance(2)
+    assert store.counts == 1
+    watcher.run(RunContext(fence))
+    assert store.counts == 2
