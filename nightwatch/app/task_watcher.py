@@ -103,7 +103,8 @@ class TaskWatcher(Watcher):
 
     def sync(self, ctx: RunContext) -> None:
         """Observe every in-flight task's Job in one listing and write only what changed."""
-        tasks = [t for page in self._pages(IN_FLIGHT, ctx) for t in page]
+        # One status at a time: each is an index seek on (status, id), paged in id order.
+        tasks = [t for status in IN_FLIGHT for page in self._pages((status,), ctx) for t in page]
         if not tasks or ctx.cancelled.is_set():
             return
         self._check_term(ctx)
