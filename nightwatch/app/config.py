@@ -172,6 +172,7 @@ def listen(key: str, v: Any) -> str:
 SCHEMA: dict[str, Any] = {
     "store": {
         "backend": one_of("memory", "sqlite", "mysql", "postgres"),
+        "migrate": one_of("auto", "off"),
         "sqlite": {"path": text()},
         "mysql": {"host": text(), "port": integer(1, 65535), "user": text(), "password": text(empty_ok=True),
                   "database": text(), "connect_timeout": duration, "read_timeout": duration, "write_timeout": duration,

@@ -162,6 +162,7 @@ class Container(containers.DeclarativeContainer):
         scheduler=providers.Singleton(Scheduler, watchers, clock, metrics=metrics),
         shutdown_timeout=config.server.shutdown_timeout,
         retry_interval=config.lock.retry_interval,
+        migrate=config.store.migrate,
     )
 
 

@@ -53,7 +53,7 @@ def _sqlite(stack: ExitStack, tmp_path: Path) -> Database:
         path = tmp_path / f"db{next(counter)}" / "nightwatch.db"
         path.parent.mkdir()
         def make_engine() -> sa.Engine:
-            engine = sa.create_engine(f"sqlite:///{path}")
+            engine = sa.create_engine(f"sqlite:///{path}", isolation_level="AUTOCOMMIT")  # as the store's
             stack.callback(engine.dispose)
             return engine
 
@@ -73,7 +73,7 @@ def _mysql(stack: ExitStack, url: str) -> Database:
         def make_engine() -> sa.Engine:
             engine = sa.create_engine(sa.URL.create(
                 "mysql+pymysql", username=server.user, password=server.password or None, host=server.host,
-                port=server.port, database=name, query={"charset": "utf8mb4"}))
+                port=server.port, database=name, query={"charset": "utf8mb4"}), isolation_level="AUTOCOMMIT")
             stack.callback(engine.dispose)
             return engine
 
@@ -86,7 +86,8 @@ def _postgres(stack: ExitStack, admin_dsn: str) -> Database:
     def new() -> Database:
         dsn = stack.enter_context(postgres_database(admin_dsn))
         def make_engine() -> sa.Engine:
-            engine = sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn))
+            engine = sa.create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(dsn),
+                                      isolation_level="AUTOCOMMIT")
             stack.callback(engine.dispose)
             return engine
 

@@ -74,6 +74,12 @@ def current(engine: Engine) -> str | None:
         return _current(conn)
 
 
+def is_empty(engine: Engine) -> bool:
+    """No tables at all (a database file that was just created)."""
+    with engine.connect() as conn:
+        return not sa.inspect(conn).get_table_names()
+
+
 def upgrade(engine: Engine, *, stop: threading.Event | None = None) -> None:
     """Bring the schema to head. Safe when several replicas run it at once."""
     target = head()
@@ -149,9 +155,11 @@ def _is_release_0_1(conn: Connection) -> bool:
 def _migration_connection(engine: Engine) -> Iterator[Connection]:
     """A connection of its own, with timeouts fit for DDL; thrown away afterwards so the
     pool never lends out its changed session settings."""
-    conn = engine.connect()
+    name = engine.dialect.name
+    # The store's engine may be autocommit; Alembic runs each revision in a transaction of its own.
+    conn = engine.connect().execution_options(
+        isolation_level="SERIALIZABLE" if name == "sqlite" else "READ COMMITTED")
     try:
-        name = engine.dialect.name
         if name == "postgresql":
             conn.execute(sa.text("SELECT set_config('statement_timeout', '0', false),"
                                  " set_config('lock_timeout', :t, false)"), {"t": LOCK_TIMEOUT})
