@@ -218,3 +218,80 @@ def test_postgres_call_blocked_by_a_row_lock_ends_within_its_statement_timeout(p
             other.rollback()
         assert store.transition(task.id, TaskStatus.NORMAL, TaskStatus.PENDING) is True
         store.close()
+
+
+# -- every driver error is a port error ---------------------------------------------------
+
+
+@pytest.mark.mysql
+def test_mysql_missing_privilege_names_the_grant(mysql_url: str, unique_name: str) -> None:
+    user = unique_name[:20]
+    with mysql_database(mysql_url) as (server, database):
+        admin = mysql_store(server.host, server.port, server.user, server.password, database, SystemClock())
+        admin.migrate()
+        admin.close()
+        server.execute(database, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'",
+                       f"GRANT SELECT ON `{database}`.* TO '{user}'@'%'")
+        try:
+            store = mysql_store(server.host, server.port, user, "pw", database, SystemClock())
+            assert store.page(None, 0, 10) == []
+            with pytest.raises(ConfigError, match=rf"INSERT command denied .*\(GRANT INSERT ON {database}\.task TO"):
+                store.add(NewTask("t", "default", INFO))
+            store.close()
+        finally:
+            server.execute(database, f"DROP USER '{user}'@'%'")
+
+
+@pytest.mark.postgres
+def test_postgres_missing_privilege_names_the_grant(postgres_dsn: str, unique_name: str) -> None:
+    with postgres_database(postgres_dsn) as dsn:
+        admin = postgres_store(dsn, SystemClock())
+        admin.migrate()
+        admin.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {unique_name} LOGIN")
+            conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {unique_name}")
+        try:
+            store = postgres_store(make_conninfo(dsn, user=unique_name), SystemClock())
+            assert store.page(None, 0, 10) == []
+            with pytest.raises(ConfigError, match=r"permission denied for table task \(GRANT INSERT ON TABLE task TO"):
+                store.add(NewTask("t", "default", INFO))
+            store.close()
+        finally:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"DROP OWNED BY {unique_name}")
+                conn.execute(f"DROP ROLE {unique_name}")
+
+
+@pytest.mark.postgres
+def test_a_read_only_postgres_is_unavailable_not_a_crash(postgres_dsn: str) -> None:
+    """A standby after a failover, or default_transaction_read_only: transient, retried."""
+    with postgres_database(postgres_dsn) as dsn:
+        store = postgres_store(dsn, SystemClock())
+        store.migrate()
+        task = store.add(NewTask("t", "default", INFO))
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {conninfo_to_dict(dsn)['dbname']} SET default_transaction_read_only = on")
+        store = postgres_store(dsn, SystemClock())
+        with pytest.raises(BackendUnavailableError, match=r"^store\.postgres \(.*read-only transaction"):
+            store.transition(task.id, TaskStatus.NORMAL, TaskStatus.PENDING)
+        with pytest.raises(BackendUnavailableError, match="read-only"):
+            store.begin_term("nightwatch")
+        assert store.get(task.id).status == "Normal"  # reading goes on
+        store.close()
+
+
+def test_an_unforeseen_error_is_transient_and_logged_once_with_its_class(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class OddDriverError(Exception):
+        pass
+
+    store = sqlite_store(str(tmp_path / "nightwatch.db"), SystemClock())
+    with caplog.at_level("WARNING", logger="nightwatch.adapters.store.sql"):
+        errors = [store.translate(OddDriverError("the driver had a bad day")) for _ in range(3)]
+    assert all(isinstance(e, BackendUnavailableError) for e in errors)
+    assert "OddDriverError: the driver had a bad day" in str(errors[0])
+    logged = [r for r in caplog.records if "OddDriverError" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    store.close()

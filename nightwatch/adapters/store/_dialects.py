@@ -26,8 +26,9 @@ from nightwatch.domain.errors import (
 )
 from nightwatch.domain.model import BIGINT_MAX, BIGINT_MIN, ID_CLASH, VARCHAR_COLUMNS
 
-# Message of a port error, from the driver's text: None = not this driver's business.
-Classifier = Callable[[BaseException, str], NightwatchError | None]
+# (driver exception, "store.x (host:port)", the statement that failed or "") -> the port
+# error, or None when the classifier does not recognise it.
+Classifier = Callable[[BaseException, str, str], NightwatchError | None]
 
 
 def _too_long(column: str) -> TaskValueError:
@@ -46,7 +47,7 @@ _MYSQL_TRANSIENT = {1040, 1203, 1205, 1213, 1290, 1792, 1836, 1053, 1927, 3024, 
 _MYSQL_GRANT = re.compile(r"(\w+) command denied to user '([^']*)'@'([^']*)' for table [`']?([\w.`]+?)[`']?$")
 
 
-def _mysql(e: BaseException, where: str) -> NightwatchError | None:
+def _mysql(e: BaseException, where: str, statement: str) -> NightwatchError | None:
     code = e.args[0] if e.args and isinstance(e.args[0], int) else None
     text = str(e.args[1]) if len(e.args) > 1 else str(e)
     if code is None:
@@ -89,7 +90,7 @@ _PG_CONNECT_CONFIG = ("password authentication failed", "no password supplied", 
                       "pg_hba.conf", "authentication failed", "invalid", "connection is bad", "role ")
 
 
-def _postgres(e: BaseException, where: str) -> NightwatchError | None:
+def _postgres(e: BaseException, where: str, statement: str) -> NightwatchError | None:
     state: str | None = getattr(e, "sqlstate", None)
     text = str(e).strip()
     reason = text.rsplit("FATAL:", 1)[-1].strip().splitlines()[0] if text else type(e).__name__
@@ -105,7 +106,7 @@ def _postgres(e: BaseException, where: str) -> NightwatchError | None:
     if state in ("28P01", "28000", "3D000"):
         return ConfigError(f"store.postgres: {reason} (check store.postgres.dsn)")
     if state == "42501":
-        return ConfigError(f"store.postgres: {reason} (grant it to the user in store.postgres.dsn)")
+        return ConfigError(f"store.postgres: {reason} ({_pg_grant(reason, statement)})")
     if state in ("42P01", "42703"):
         return ConfigError(f"store.postgres: {reason} (run `nightwatch db migrate`)")
     if state == "23505" and getattr(diag, "table_name", None) == "task":
@@ -123,6 +124,17 @@ def _postgres(e: BaseException, where: str) -> NightwatchError | None:
     return None
 
 
+def _pg_grant(reason: str, statement: str) -> str:
+    """What to grant, from "permission denied for table task" and the statement refused."""
+    verb = (statement.split() or ["?"])[0].upper()
+    target = re.search(r"permission denied for (table|sequence|schema|database) (\w+)", reason)
+    if target is None:  # "must be owner of table task": only the owner may change its schema
+        return "run it as the table's owner, e.g. the admin user that runs `nightwatch db migrate`"
+    kind, name = target[1], target[2]
+    privilege = {"schema": "CREATE", "sequence": "USAGE", "database": "CONNECT"}.get(kind, verb)
+    return f"GRANT {privilege} ON {kind.upper()} {name} TO the user in store.postgres.dsn"
+
+
 def _pg_column(reason: str) -> str:
     """PostgreSQL does not say which column was too long; the widths do: 45 is the only one."""
     width = re.search(r"character varying\((\d+)\)", reason)
@@ -132,7 +144,7 @@ def _pg_column(reason: str) -> str:
 
 # -- SQLite (the standard library) --------------------------------------------------------------
 
-def _sqlite(e: BaseException, where: str) -> NightwatchError | None:
+def _sqlite(e: BaseException, where: str, statement: str) -> NightwatchError | None:
     name = getattr(e, "sqlite_errorname", "") or ""
     text = str(e)
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PROTOCOL")):

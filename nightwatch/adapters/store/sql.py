@@ -44,8 +44,11 @@ from nightwatch.domain.ports import Clock, TaskStore
 
 logger = logging.getLogger(__name__)
 
+# Timestamps are read as the driver gives them (SQLite: text), and parsed leniently by _utc:
+# a value the user's system wrote oddly becomes None instead of failing the whole page.
 _COLUMNS = (task.c.id, task.c.name, task.c.namespace, task.c.info, task.c.status, task.c.user_id,
-            task.c.message, task.c.created_at, task.c.updated_at)
+            task.c.message, sa.type_coerce(task.c.created_at, sa.String).label("created_at"),
+            sa.type_coerce(task.c.updated_at, sa.String).label("updated_at"))
 _logged_classes: set[str] = set()  # unforeseen error classes already logged with a traceback
 _logged_mutex = threading.Lock()
 
@@ -80,7 +83,7 @@ class SQLTaskStore(TaskStore):
         if isinstance(e, sa.exc.TimeoutError):  # the pool had no connection to lend in time
             return BackendUnavailableError(f"{self.where}: {e}".splitlines()[0])
         cause: BaseException = getattr(e, "orig", None) or e
-        known = self._dialect.classify(cause, self.where)
+        known = self._dialect.classify(cause, self.where, str(getattr(e, "statement", None) or ""))
         if known is not None:
             return known
         if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated or isinstance(cause, OSError):
@@ -303,7 +306,8 @@ def postgres_store(dsn: str, clock: Clock, *, connect_timeout: float = 5, statem
         raise ConfigError(f"store.postgres: invalid port {port!r} in the dsn (check store.postgres.dsn)")
     session: dict[str, Any] = {
         "autocommit": True, "connect_timeout": max(2, round(connect_timeout)),  # libpq's minimum is 2 s
-        "options": f"-c statement_timeout={int(statement_timeout * 1000)} -c TimeZone=UTC",
+        "options": f"{params.get('options') or ''} -c statement_timeout={int(statement_timeout * 1000)}"
+                   " -c TimeZone=UTC".strip(),  # after the DSN's own options, which it would replace
         "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
     }
     engine = sa.create_engine(
