@@ -7,6 +7,7 @@ Everything else the SQL store does is plain SQLAlchemy Core and the same on ever
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +161,21 @@ def _sqlite(e: BaseException, where: str, statement: str) -> NightwatchError | N
     if isinstance(e, OverflowError):
         return _too_long("id")
     return None
+
+
+def sqlite_wal(dbapi_conn: Any, timeout: float) -> None:
+    """Switch a SQLite file to WAL (a no-op once it is). The switch ignores the busy timeout
+    when several processes open a new file at once, so retry it for up to that long."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+            return
+        except Exception as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 # -- the table ----------------------------------------------------------------------------------

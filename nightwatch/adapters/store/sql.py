@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
-from nightwatch.adapters.store._dialects import DIALECTS, Dialect
+from nightwatch.adapters.store._dialects import DIALECTS, Dialect, sqlite_wal
 from nightwatch.adapters.store.schema import nightwatch_leader, task
 from nightwatch.domain.errors import (
     BackendUnavailableError,
@@ -67,14 +66,18 @@ class SQLTaskStore(TaskStore):
     # -- the boundary ----------------------------------------------------------------------
 
     @contextmanager
-    def _db(self) -> Iterator[Connection]:
+    def _boundary(self) -> Iterator[None]:
         try:
-            with self.engine.connect() as conn:
-                yield conn
+            yield
         except NightwatchError:
             raise
         except Exception as e:
             raise self.translate(e) from e
+
+    @contextmanager
+    def _db(self) -> Iterator[Connection]:
+        with self._boundary(), self.engine.connect() as conn:
+            yield conn
 
     def translate(self, e: BaseException) -> NightwatchError:
         """The port error for any exception of the driver, SQLAlchemy or the OS."""
@@ -105,25 +108,17 @@ class SQLTaskStore(TaskStore):
     def migrate(self, stop: threading.Event | None = None) -> None:
         from nightwatch.adapters.store import migrations  # Alembic is needed by this command only
 
-        try:
+        with self._boundary():
             if self._create_database is not None:
                 self._create_database()
             migrations.upgrade(self.engine, stop=stop)
-        except NightwatchError:
-            raise
-        except Exception as e:
-            raise self.translate(e) from e
 
     def schema_status(self) -> tuple[str | None, str]:
         """(the database's revision, the revision this nightwatch needs)."""
         from nightwatch.adapters.store import migrations
 
-        try:
+        with self._boundary():
             return migrations.current(self.engine), migrations.head()
-        except NightwatchError:
-            raise
-        except Exception as e:
-            raise self.translate(e) from e
 
     # -- TaskStore -------------------------------------------------------------------------
 
@@ -261,7 +256,7 @@ def sqlite_store(path: str, clock: Clock, *, timeout: float = 10.0) -> SQLTaskSt
         connect_args={"timeout": timeout, "check_same_thread": False},
         poolclass=sa.pool.StaticPool if path == ":memory:" else None,
     )
-    sa.event.listen(engine, "connect", lambda conn, _record: _wal(conn, timeout))
+    sa.event.listen(engine, "connect", lambda conn, _record: sqlite_wal(conn, timeout))
     return SQLTaskStore(engine, clock, f"store.sqlite: {path}")
 
 
@@ -316,18 +311,3 @@ def postgres_store(dsn: str, clock: Clock, *, connect_timeout: float = 5, statem
         pool_timeout=connect_timeout + statement_timeout,
     )
     return SQLTaskStore(engine, clock, f"store.postgres ({params.get('host') or 'local socket'}:{port})")
-
-
-def _wal(dbapi_conn: Any, timeout: float) -> None:
-    """Switch a SQLite file to WAL (a no-op once it is). The switch ignores the busy timeout
-    when several processes open a new file at once, so retry it for up to that long."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
-            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
-            return
-        except Exception as e:
-            if "locked" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
