@@ -25,7 +25,7 @@ from nightwatch.domain.errors import (
     TaskIdConflictError,
     TaskValueError,
 )
-from nightwatch.domain.model import BIGINT_MAX, BIGINT_MIN, ID_CLASH, VARCHAR_COLUMNS
+from nightwatch.domain.model import BIGINT_MAX, BIGINT_MIN, ID_CLASH, TEXT_BYTES, VARCHAR_COLUMNS
 
 # (driver exception, "store.x (host:port)", the statement that failed or "") -> the port
 # error, or None when the classifier does not recognise it.
@@ -37,6 +37,8 @@ def _too_long(column: str) -> TaskValueError:
         return TaskValueError(f"task.{column}: too long, at most {VARCHAR_COLUMNS[column]} fit")
     if column in ("id", "user_id"):
         return TaskValueError(f"task.{column}: out of range ({BIGINT_MIN} to {BIGINT_MAX})")
+    if column in ("info", "message"):
+        return TaskValueError(f"task.{column}: too long, at most {TEXT_BYTES} bytes fit")
     return TaskValueError(f"task.{column}: the value does not fit the column")
 
 
