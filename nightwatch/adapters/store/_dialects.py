@@ -129,13 +129,16 @@ def _postgres(e: BaseException, where: str, statement: str) -> NightwatchError |
 
 def _pg_grant(reason: str, statement: str) -> str:
     """What to grant, from "permission denied for table task" and the statement refused."""
-    verb = (statement.split() or ["?"])[0].upper()
+    words = statement.split()
+    doing = " ".join(words[:3]) if words[:1] in (["CREATE"], ["ALTER"], ["DROP"]) else (words or ["?"])[0]
+    admin = "or have an admin run `nightwatch db migrate`"
     target = re.search(r"permission denied for (table|sequence|schema|database) (\w+)", reason)
     if target is None:  # "must be owner of table task": only the owner may change its schema
-        return "run it as the table's owner, e.g. the admin user that runs `nightwatch db migrate`"
+        return f"{doing} needs the table's owner: {admin}"
     kind, name = target[1], target[2]
-    privilege = {"schema": "CREATE", "sequence": "USAGE", "database": "CONNECT"}.get(kind, verb)
-    return f"GRANT {privilege} ON {kind.upper()} {name} TO the user in store.postgres.dsn"
+    privilege = {"schema": "CREATE", "sequence": "USAGE", "database": "CONNECT"}.get(kind, doing.upper())
+    grant = f"GRANT {privilege} ON {kind.upper()} {name} TO the user in store.postgres.dsn"
+    return f"{doing} needs {grant}; {admin}" if kind == "schema" else grant
 
 
 def _pg_column(reason: str) -> str:

@@ -277,9 +277,10 @@ def mysql_store(host: str, port: int, user: str, password: str, database: str, c
     def create_database() -> None:  # on a fresh server the database itself may be missing
         server = sa.create_engine(url.set(database=None), poolclass=sa.pool.NullPool, connect_args=connect_args)
         try:
-            with server.connect() as conn:
-                conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS `{database.replace('`', '``')}`"
-                                     " CHARACTER SET utf8mb4")
+            with server.connect() as conn:  # only when missing: a DML-only user may not create one
+                schemata = sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name")
+                if conn.execute(schemata, {"name": database}).first() is None:
+                    conn.exec_driver_sql(f"CREATE DATABASE `{database.replace('`', '``')}` CHARACTER SET utf8mb4")
         finally:
             server.dispose()
 
