@@ -134,7 +134,7 @@ def _pg_grant(reason: str, statement: str) -> str:
     admin = "or have an admin run `nightwatch db migrate`"
     target = re.search(r"permission denied for (table|sequence|schema|database) (\w+)", reason)
     if target is None:  # "must be owner of table task": only the owner may change its schema
-        return f"{doing} needs the table's owner: {admin}"
+        return f"{doing} needs the table's owner: have an admin run `nightwatch db migrate`"
     kind, name = target[1], target[2]
     privilege = {"schema": "CREATE", "sequence": "USAGE", "database": "CONNECT"}.get(kind, doing.upper())
     grant = f"GRANT {privilege} ON {kind.upper()} {name} TO the user in store.postgres.dsn"
