@@ -169,10 +169,16 @@ def listen(key: str, v: Any) -> str:
     return v
 
 
+def migrate_mode(key: str, v: Any) -> str:
+    if v is False:  # YAML 1.1 reads an unquoted `off` as false
+        return "off"
+    return str(one_of("auto", "off")(key, v))
+
+
 SCHEMA: dict[str, Any] = {
     "store": {
         "backend": one_of("memory", "sqlite", "mysql", "postgres"),
-        "migrate": one_of("auto", "off"),
+        "migrate": migrate_mode,
         "sqlite": {"path": text()},
         "mysql": {"host": text(), "port": integer(1, 65535), "user": text(), "password": text(empty_ok=True),
                   "database": text(), "connect_timeout": duration, "read_timeout": duration, "write_timeout": duration,
