@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from sql_databases import SEED_DIR, mysql_database, postgres_database, postgres_execute, sql_statements
 
 from nightwatch.adapters.store import migrations
-from nightwatch.domain.errors import BackendUnavailableError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -223,6 +223,13 @@ def test_current_names_the_revision_a_database_is_at(db: Database) -> None:
     assert migrations.current(db.engine) == "0003" != migrations.head()
     migrations.upgrade(db.engine)
     assert_at_head(db.engine)
+
+
+def test_a_schema_a_newer_nightwatch_migrated_is_refused_in_one_line(db: Database) -> None:
+    migrations.upgrade(db.engine)
+    db.run("UPDATE nightwatch_alembic_version SET version_num = '0999'")
+    with pytest.raises(ConfigError, match="schema is at revision 0999, which this nightwatch .* does not know"):
+        migrations.upgrade(db.engine)
 
 
 # -- how the index is built --------------------------------------------------------------------

@@ -36,7 +36,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from nightwatch.domain.errors import BackendUnavailableError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +61,10 @@ def head() -> str:
     revision = ScriptDirectory.from_config(_config()).get_current_head()
     assert revision is not None
     return revision
+
+
+def _revisions(cfg: Config) -> set[str]:
+    return {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
 
 
 def _current(conn: Connection) -> str | None:
@@ -91,6 +95,9 @@ def upgrade(engine: Engine, *, stop: threading.Event | None = None) -> None:
         if found == target:  # another replica did it while we waited
             return
         cfg = _config(connection=conn)
+        if found is not None and found not in _revisions(cfg):
+            raise ConfigError(f"the schema is at revision {found}, which this nightwatch (needing {target}) does "
+                              "not know: a newer nightwatch migrated it; run that one")
         adopt = found is None and _is_release_0_1(conn)
         conn.commit()  # Alembic must find no transaction open: it runs one per revision
         if adopt:
