@@ -248,6 +248,39 @@ def test_the_index_on_the_users_table_is_built_without_blocking_writes(db: Datab
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
+def test_on_postgres_the_index_waits_for_the_users_open_transaction_and_never_blocks_its_writes(
+        postgres_dsn: str) -> None:
+    with ExitStack() as stack:
+        db = _postgres(stack, postgres_dsn)
+        release_0_1(db)  # adopted: only the index is left to build
+        reader = stack.enter_context(db.engine.connect().execution_options(isolation_level="REPEATABLE READ"))
+        reader.execute(sa.text("SELECT COUNT(*) FROM task"))  # a report's transaction left open on task
+        errors: list[BaseException] = []
+        builder = threading.Thread(target=lambda: _capture(errors, lambda: migrations.upgrade(db.make_engine())))
+        builder.start()
+        until = time.monotonic() + 11  # past the migration's 10 s lock_timeout
+        while time.monotonic() < until:
+            started = time.monotonic()
+            db.run("SET lock_timeout = '1s'", "INSERT INTO task (name, namespace, info) VALUES"
+                   f" ('form-{started}', 'default', '{{}}')")
+            assert time.monotonic() - started < 0.5
+            time.sleep(0.5)
+        assert builder.is_alive() and not errors, errors  # still waiting for the reader, not failed
+        reader.rollback()
+        builder.join(30)
+        assert errors == []
+        assert_at_head(db.engine)
+
+
+def _capture(errors: list[BaseException], work: Callable[[], None]) -> None:
+    try:
+        work()
+    except BaseException as e:
+        errors.append(e)
+
+
+@pytest.mark.postgres
 def test_an_interrupted_concurrent_index_build_is_rebuilt(postgres_dsn: str, tmp_path: Path) -> None:
     with ExitStack() as stack:
         db = _postgres(stack, postgres_dsn)

@@ -43,6 +43,10 @@ def _create(d: str, *, if_not_exists: bool) -> None:
         op.execute(f"ALTER TABLE task ADD INDEX{guard} {NEW} (status, id), ALGORITHM=INPLACE, LOCK=NONE")
     elif d == "postgresql":
         with op.get_context().autocommit_block():
+            if not offline():
+                # CONCURRENTLY waits for the transactions open on task to end, without blocking
+                # anyone's writes meanwhile: the migration's lock_timeout must not cut that wait short.
+                op.execute("SET lock_timeout = 0")
             op.create_index(NEW, "task", ["status", "id"], postgresql_concurrently=True,
                             if_not_exists=if_not_exists or None)
     else:
