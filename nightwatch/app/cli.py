@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -60,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --once: how long to wait for the lock (default: lock ttl + retry)")
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
-    db.add_parser("migrate", parents=[common], help="create / upgrade the task table")
+    migrate = db.add_parser("migrate", parents=[common], help="upgrade the schema to what nightwatch needs")
+    migrate.add_argument("--sql", action="store_true", help="print the DDL for a DBA instead of running it")
+    db.add_parser("status", parents=[common], help="the database's schema revision and the one needed")
 
     task = sub.add_parser("task", help="submit and inspect tasks").add_subparsers(
         dest="task_command", required=True)
@@ -136,12 +139,12 @@ def _dispatch(args: argparse.Namespace, config: dict[str, Any]) -> int:
             return 0
         if args.command == "run":
             return _run(container, config, once=args.once, wait=args.wait)
-        store = container.store()
         if args.command == "db":
-            store.migrate()
-            print("schema is up to date")
-            return 0
-        store.migrate()  # idempotent; a fresh store answers the commands below with empty results
+            return _db(args, config, container.store())
+        store = container.store()
+        if (behind := _schema_behind(store, config)) is not None:
+            print(f"nightwatch: {behind}", file=sys.stderr)
+            return EXIT_CONFIG
         if args.command == "status":
             return _status(container, store, args.json)
         if args.task_command == "submit":
@@ -191,6 +194,70 @@ def _run(container: Any, config: dict[str, Any], *, once: bool, wait: float | No
     finally:
         if server is not None:
             server.shutdown()
+
+
+def _db(args: argparse.Namespace, config: dict[str, Any], store: Any) -> int:
+    if args.db_command == "status":
+        found, needed = store.schema_status()
+        if found == needed:
+            print(f"schema at {found}: up to date")
+            return 0
+        print(f"schema at {found or 'none'}, nightwatch needs {needed}: run nightwatch db migrate")
+        return EXIT_CONFIG
+    if args.sql:
+        print(_offline_sql(store, config), end="")
+        return 0
+    store.migrate()
+    print(f"schema at {store.schema_status()[0]}: up to date")
+    return 0
+
+
+def _offline_sql(store: Any, config: dict[str, Any]) -> str:
+    """The DDL from the database's revision to head; from nothing when the database cannot
+    be read (the script is written to apply to the user's table and to a 0.1 database too)."""
+    engine = getattr(store, "engine", None)
+    if engine is None:
+        raise ConfigError(f"store.backend: {config['store']['backend']!r} has no SQL schema to migrate")
+    from nightwatch.adapters.store import migrations
+
+    found = None
+    if not _sqlite_first_use(config, store):
+        try:
+            found, needed = store.schema_status()
+        except NightwatchError as e:
+            logger.warning("cannot read the database's schema revision (%s): the script starts from nothing", e)
+        else:
+            if found == needed:
+                return f"-- the schema is at {needed} already: nothing to do\n"
+    return migrations.offline_sql(engine.dialect.name, start=found)
+
+
+def _sqlite_first_use(config: dict[str, Any], store: Any) -> bool:
+    """The embedded default before anything was written: no file yet, or one with no tables."""
+    if config["store"]["backend"] != "sqlite":
+        return False
+    if not Path(config["store"]["sqlite"]["path"]).exists():
+        return True
+    from nightwatch.adapters.store import migrations
+
+    try:
+        return migrations.is_empty(store.engine)
+    except Exception as e:  # not a database, unreadable ...: the store's own calls will say it in one line
+        logger.debug("cannot inspect %s: %r", config["store"]["sqlite"]["path"], e)
+        return False
+
+
+def _schema_behind(store: Any, config: dict[str, Any]) -> str | None:
+    """Why the commands that only read and write rows must not run, or None. They never run
+    DDL (which would lock the user's table): an admin runs ``db migrate`` (or ``run``). Only
+    the embedded SQLite default creates its file and schema on first use."""
+    if _sqlite_first_use(config, store):
+        store.migrate()
+        return None
+    found, needed = store.schema_status()
+    if found == needed:
+        return None
+    return f"schema at {found or 'none'}, nightwatch needs {needed}: run nightwatch db migrate"
 
 
 def _hard_exit(code: int) -> None:

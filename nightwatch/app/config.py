@@ -143,9 +143,16 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def migrate_mode(key: str, v: Any) -> str:
+    if v is False:  # YAML 1.1 reads an unquoted `off` as false
+        return "off"
+    return str(one_of("auto", "off")(key, v))
+
+
 SCHEMA: dict[str, Any] = {
     "store": {
         "backend": one_of("memory", "sqlite", "mysql", "postgres"),
+        "migrate": migrate_mode,
         "sqlite": {"path": text()},
         "mysql": {"host": text(), "port": integer(1, 65535), "user": text(), "password": text(empty_ok=True),
                   "database": text(), "connect_timeout": duration, "read_timeout": duration, "write_timeout": duration,
@@ -191,7 +198,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
 
 TASK_WATCHER_SCHEMA: dict[str, Any] = {
     "spec": text(), "enabled": boolean, "batch_size": integer(1, 10000), "concurrency": integer(1, 256),
-    "missing_grace": duration,
+    "missing_grace": duration, "count_interval": duration,
 }
 WATCHER_SCHEMA: dict[str, Any] = {"spec": text(), "enabled": boolean}
 

@@ -26,7 +26,9 @@ from nightwatch.domain.errors import ConfigError
 from nightwatch.domain.jobspec import JobDefaults
 from nightwatch.domain.ports import Clock
 
-UNSAFE_NO_FENCING = "NIGHTWATCH_TEST_DISABLE_FENCING"  # test-only: proves the fencing tests can fail
+# An environment switch older test builds honoured to turn fencing off. Nothing honours it
+# now; a deployment that still sets it is refused, so nobody believes it is in effect.
+RETIRED_FENCING_SWITCH = "NIGHTWATCH_TEST_DISABLE_FENCING"
 
 
 def _adapter(module: str, cls: str, driver: str) -> Any:
@@ -36,32 +38,33 @@ def _adapter(module: str, cls: str, driver: str) -> Any:
         raise ConfigError(f"{module.replace('.', ' ')} backend needs {driver}: pip install {driver} ({e})") from e
 
 
-def _fencing() -> bool:
-    return os.environ.get(UNSAFE_NO_FENCING) != "1"
-
-
 def memory_store(clock: Clock) -> Any:
-    store = _adapter("store.memory", "InMemoryTaskStore", "nightwatch")(clock)
-    store.fencing = _fencing()
-    return store
+    return _adapter("store.memory", "InMemoryTaskStore", "nightwatch")(clock)
 
 
 def sqlite_store(cfg: dict[str, Any], clock: Clock) -> Any:
-    return _adapter("store.sqlite", "SQLiteTaskStore", "nightwatch")(cfg["path"], clock, fencing=_fencing())
+    return _adapter("store.sql", "sqlite_store", "SQLAlchemy")(cfg["path"], clock)
 
 
-def mysql_store(cfg: dict[str, Any]) -> Any:
+def mysql_store(cfg: dict[str, Any], clock: Clock) -> Any:
     extra = {k: cfg[k] for k in ("connect_timeout", "read_timeout", "write_timeout", "pool_size") if k in cfg}
-    return _adapter("store.mysql", "MySQLTaskStore", "PyMySQL")(
-        cfg["host"], cfg["port"], cfg["user"], cfg["password"], cfg["database"], fencing=_fencing(), **extra
+    _driver("pymysql", "PyMySQL")
+    return _adapter("store.sql", "mysql_store", "SQLAlchemy")(
+        cfg["host"], cfg["port"], cfg["user"], cfg["password"], cfg["database"], clock, **extra
     )
 
 
-def postgres_store(cfg: dict[str, Any]) -> Any:
+def postgres_store(cfg: dict[str, Any], clock: Clock) -> Any:
     extra = {k: cfg[k] for k in ("connect_timeout", "statement_timeout", "pool_size") if k in cfg}
-    return _adapter("store.postgres", "PostgresTaskStore", "psycopg[binary,pool]")(
-        cfg["dsn"], fencing=_fencing(), **extra
-    )
+    _driver("psycopg", "psycopg[binary]")
+    return _adapter("store.sql", "postgres_store", "SQLAlchemy")(cfg["dsn"], clock, **extra)
+
+
+def _driver(module: str, package: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        raise ConfigError(f"store backend needs {package}: pip install {package} ({e})") from e
 
 
 def memory_lock(cfg: dict[str, Any], identity: str, clock: Clock) -> Any:
@@ -126,8 +129,8 @@ class Container(containers.DeclarativeContainer):
         config.store.backend,
         memory=providers.Factory(memory_store, clock),
         sqlite=providers.Factory(sqlite_store, config.store.sqlite, clock),
-        mysql=providers.Factory(mysql_store, config.store.mysql),
-        postgres=providers.Factory(postgres_store, config.store.postgres),
+        mysql=providers.Factory(mysql_store, config.store.mysql, clock),
+        postgres=providers.Factory(postgres_store, config.store.postgres, clock),
     ))
     lock = providers.Resource(closing, providers.Selector(
         config.lock.backend,
@@ -147,7 +150,6 @@ class Container(containers.DeclarativeContainer):
     watcher_deps = providers.Singleton(
         WatcherDeps, store=store, gateway=gateway, clock=clock, metrics=metrics,
         allowed_namespaces=config.jobs.allowed_namespaces, allowed_images=config.jobs.allowed_images,
-        fencing=providers.Callable(_fencing),
     )
     watchers = providers.Singleton(build_watchers, watcher_deps, config.watchers)
     daemon = providers.Singleton(
@@ -161,10 +163,14 @@ class Container(containers.DeclarativeContainer):
         scheduler=providers.Singleton(Scheduler, watchers, clock, metrics=metrics),
         shutdown_timeout=config.server.shutdown_timeout,
         retry_interval=config.lock.retry_interval,
+        migrate=config.store.migrate,
     )
 
 
 def build_container(config: dict[str, Any]) -> Container:
+    if RETIRED_FENCING_SWITCH in os.environ:
+        raise ConfigError(f"{RETIRED_FENCING_SWITCH} is set: fencing cannot be turned off (it never should "
+                          "have been); unset it")
     container = Container()
     container.config.from_dict(config)
     return container

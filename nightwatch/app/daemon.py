@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ class Daemon:
         shutdown_timeout: float = 5.0,
         retry_interval: float = 1.0,
         step_down_timeout: float = 1.0,
+        migrate: str = "auto",
     ) -> None:
         self.store = store
         self.elector = elector
@@ -42,12 +44,14 @@ class Daemon:
         self._shutdown_timeout = shutdown_timeout
         self._retry_interval = retry_interval
         self._step_down_timeout = step_down_timeout
+        self._migrate_mode = migrate  # auto: upgrade the schema before leading; off: refuse while behind
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._fenced: FencedError | None = None
         self.fatal: ConfigError | None = None  # a config problem met at run time: stop, say it in one line
         self._schedule = True
-        self.migrated = False
+        self.migrated = False  # the schema is at the revision this nightwatch needs
+        self.migrating = False  # a schema upgrade (or the wait for another replica's) is under way
         self.heartbeat = time.monotonic()  # the loop's last turn: /healthz reads it
         self.stopping = False
         elector.on_elected = self._elected
@@ -82,11 +86,9 @@ class Daemon:
     def run(self) -> int:
         """Until stopped. Raises ConfigError when the config turned out wrong at run time."""
         try:
+            self._prepare_schema()
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
-                if not self.migrated and not self._migrate():
-                    self._stop.wait(self._retry_interval)
-                    continue
                 try:
                     self._turn()
                 except ConfigError:
@@ -105,10 +107,12 @@ class Daemon:
         """Become leader (waiting up to ``wait`` seconds), run every watcher once, hand over."""
         self._schedule = False
         deadline = time.monotonic() + wait
+        self._prepare_schema(deadline)
+        if not self.migrated:
+            logger.error("the schema could not be checked or upgraded within %.0fs", wait)
+            return 1
         while not self.elector.is_leader and not self._stop.is_set():
-            if not self.migrated and not self._migrate():
-                self._stop.wait(min(self._retry_interval, max(0.0, deadline - time.monotonic())))
-            elif (delay := self.elector.tick()) and not self.elector.is_leader:
+            if (delay := self.elector.tick()) and not self.elector.is_leader:
                 self.elector.lock.wait(min(delay, max(0.0, deadline - time.monotonic())))
             if time.monotonic() >= deadline and not self.elector.is_leader:
                 holder = self.elector.lock.holder()
@@ -137,15 +141,59 @@ class Daemon:
             self.scheduler.close()
         return 0 if done.done() and not done.exception() and done.result() else 1
 
-    def _migrate(self) -> bool:
-        try:
-            self.store.migrate()
-        except BackendUnavailableError as e:
-            logger.warning("store unavailable, staying a standby: %s; retrying in %.1fs", e,
-                           self._retry_interval)
-            return False
+    # -- the schema, before the first election ---------------------------------------------
+
+    def _prepare_schema(self, deadline: float = math.inf) -> None:
+        """Bring the schema to the revision this nightwatch needs (``auto``) or check it is
+        there (``off``), retrying while the store is away, until done or stopped. The upgrade
+        runs on a thread of its own so the loop keeps its heartbeat (``/healthz``) through a
+        long index build or a wait for another replica's migration; a stop ends the wait."""
+        while not self._stop.is_set() and not self.migrated and time.monotonic() < deadline:
+            self.heartbeat = time.monotonic()
+            try:
+                if self._migrate_mode == "off":
+                    self._check_schema()
+                else:
+                    self._upgrade_schema()
+            except BackendUnavailableError as e:
+                if self._stop.is_set():
+                    break
+                logger.warning("store unavailable, staying a standby: %s; retrying in %.1fs", e,
+                               self._retry_interval)
+                self._stop.wait(min(self._retry_interval, max(0.0, deadline - time.monotonic())))
+
+    def _check_schema(self) -> None:
+        found, needed = self.store.schema_status()
+        if found != needed:
+            raise ConfigError(f"store.migrate is off and the schema is at {found or 'none'}, nightwatch needs "
+                              f"{needed}: run nightwatch db migrate")
         self.migrated = True
-        return True
+
+    def _upgrade_schema(self) -> None:
+        outcome: list[BaseException | None] = []
+
+        def upgrade() -> None:
+            try:
+                self.store.migrate(stop=self._stop)
+                outcome.append(None)
+            except BaseException as e:  # handed to the loop's thread, which decides
+                outcome.append(e)
+
+        worker = threading.Thread(target=upgrade, name="migrate", daemon=True)
+        self.migrating = True
+        try:
+            worker.start()
+            while worker.is_alive() and not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                worker.join(STANDBY_POLL)
+        finally:
+            self.migrating = False
+        if not outcome:  # stopped while it ran: the process exits without waiting for the DDL
+            logger.info("shutdown during the schema migration: not waiting for it")
+            return
+        if outcome[0] is not None:
+            raise outcome[0]
+        self.migrated = True
 
     def _turn(self) -> None:
         if self._fenced is not None:

@@ -48,7 +48,7 @@ def configure(level: str = "info", fmt: str = "text", replica: str | None = None
     # warnings, and exceptions that escape a thread.
     logging.captureWarnings(True)
     threading.excepthook = _log_thread_exception
-    for noisy in ("urllib3", "kubernetes", "psycopg.pool"):
+    for noisy in ("urllib3", "kubernetes", "psycopg.pool", "alembic"):  # migrations log their own steps
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -33,7 +33,6 @@ class WatcherDeps:
     metrics: Metrics
     allowed_namespaces: Collection[str]
     allowed_images: Collection[str]
-    fencing: bool = True  # False only in tests (NIGHTWATCH_TEST_DISABLE_FENCING)
 
 
 WatcherFactory = Callable[[WatcherDeps, Mapping[str, Any]], Watcher]
@@ -49,7 +48,7 @@ def task_watcher(deps: WatcherDeps, config: Mapping[str, Any]) -> Watcher:
         missing_grace=config.get("missing_grace", 60.0),
         spec=config.get("spec", "@every 2s"),
         metrics=deps.metrics,
-        fencing=deps.fencing,
+        count_interval=config.get("count_interval", 30.0),
     )
 
 

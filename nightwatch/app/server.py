@@ -46,6 +46,8 @@ def readiness(daemon: Daemon) -> tuple[int, str]:
     """Readiness: the store answers, and this replica leads in time or could take over."""
     if daemon.stopping:
         return 503, "shutting down"
+    if daemon.migrating:
+        return 503, "migrating: the schema is being upgraded (or another replica's upgrade awaited)"
     if not daemon.migrated:
         return 503, "store not reachable yet"
     elector = daemon.elector

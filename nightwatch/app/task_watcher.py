@@ -58,7 +58,7 @@ class TaskWatcher(Watcher):
         spec: str = "@every 2s",
         name: str = "task",
         metrics: Metrics | None = None,
-        fencing: bool = True,
+        count_interval: float = 30.0,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -77,7 +77,8 @@ class TaskWatcher(Watcher):
         self._missing_since: dict[int, float] = {}  # task id -> when its Job was first missed
         self._unknown_logged: set[str] = set()
         self._unavailable_streak = 0  # launches in a row that met an unavailable backend (_guard)
-        self._fencing = fencing  # False only in tests, with the store's, to show what fencing prevents
+        self._count_interval = count_interval
+        self._counted_at: float | None = None  # monotonic time of the last grouped count
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -85,8 +86,10 @@ class TaskWatcher(Watcher):
         self.launch(ctx)
         if not ctx.cancelled.is_set():
             self.sync(ctx)
-        if not ctx.cancelled.is_set():
+        due = self._counted_at is None or self._clock.monotonic() - self._counted_at >= self._count_interval
+        if due and not ctx.cancelled.is_set():
             self.count(ctx)
+            self._counted_at = self._clock.monotonic()
 
     def close(self) -> None:
         """Drop the per-task calls not started; never wait for those in flight: shutdown has
@@ -119,7 +122,8 @@ class TaskWatcher(Watcher):
 
     def sync(self, ctx: RunContext) -> None:
         """Observe every in-flight task's Job in one listing and write only what changed."""
-        tasks = [t for page in self._pages(IN_FLIGHT, ctx) for t in page]
+        # One status at a time: each is an index seek on (status, id), paged in id order.
+        tasks = [t for status in IN_FLIGHT for page in self._pages((status,), ctx) for t in page]
         if not tasks or ctx.cancelled.is_set():
             return
         self._check_term(ctx)
@@ -151,7 +155,9 @@ class TaskWatcher(Watcher):
             self._missing_since.pop(task.id, None)
 
     def count(self, ctx: RunContext) -> None:
-        """One grouped count: the ``nightwatch_tasks`` gauge, and statuses we do not know."""
+        """One grouped count: the ``nightwatch_tasks`` gauge, and statuses we do not know.
+
+        A full scan of the table, so ``run`` does it at most every ``count_interval``."""
         counts = self._store.count_by_status()
         for known in TaskStatus:
             self._metrics.tasks.labels(status=known.value).set(counts.get(known.value, 0))
@@ -203,7 +209,7 @@ class TaskWatcher(Watcher):
 
     def _check_term(self, ctx: RunContext) -> None:
         """Raise FencedError when a newer leadership term than this run's exists."""
-        if not self._fencing or ctx.fence is None:
+        if ctx.fence is None:
             return
         if self._store.current_epoch(ctx.fence.name) != ctx.fence.epoch:
             self._metrics.fenced_writes.inc()

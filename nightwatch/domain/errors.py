@@ -41,6 +41,15 @@ class DuplicateTaskError(NightwatchError):
     """A task with this (name, namespace) already exists."""
 
 
+class TaskIdConflictError(NightwatchError):
+    """The id the database handed out is already taken: its id sequence is behind rows
+    that were inserted with explicit ids. Not a name clash; retrying will not help by itself."""
+
+
+class TaskValueError(NightwatchError, ValueError):
+    """A value does not fit its column (too long, or out of range); names column and limit."""
+
+
 class BackendUnavailableError(NightwatchError):
     """Transient I/O failure of a backend (database, Redis, API server). Retry later."""
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from nightwatch.domain.errors import IllegalTransitionError, UnknownStatusError
+from nightwatch.domain.errors import IllegalTransitionError, TaskValueError, UnknownStatusError
 
 
 class TaskStatus(enum.StrEnum):
@@ -123,3 +123,32 @@ class Fence:
 
     name: str
     epoch: int
+
+
+# The widths of the task table's columns (the seed's DDL): every store refuses what does not
+# fit, with the same message, instead of truncating or failing differently per database.
+VARCHAR_COLUMNS = {"name": 45, "namespace": 45, "status": 45}
+TEXT_BYTES = 65_535  # MySQL's TEXT (the ``message`` column), the narrowest of the four backends
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+ID_CLASH = "task id {id} is already taken: the id sequence is behind ids inserted explicitly{hint}"
+
+
+def check_bigint(column: str, value: int) -> None:
+    if not BIGINT_MIN <= value <= BIGINT_MAX:
+        raise TaskValueError(f"task.{column}: {value} is out of range ({BIGINT_MIN} to {BIGINT_MAX})")
+
+
+def check_new_task(task: NewTask) -> None:
+    """TaskValueError naming the first column ``task`` does not fit."""
+    for column, limit in VARCHAR_COLUMNS.items():
+        value = str(getattr(task, column))
+        if len(value) > limit:
+            raise TaskValueError(f"task.{column}: {len(value)} characters, at most {limit} fit")
+    check_bigint("user_id", task.user_id)
+
+
+def fit_message(message: str | None) -> str | None:
+    """A status message cut to what the ``message`` column holds (it is ours, not the user's)."""
+    if message is None or len(message.encode("utf-8", "surrogatepass")) <= TEXT_BYTES:
+        return message
+    return message.encode("utf-8", "surrogatepass")[: TEXT_BYTES - 3].decode("utf-8", "ignore") + "..."

@@ -26,8 +26,14 @@ class Clock(Protocol):
 class TaskStore(Protocol):
     """The ``task`` table. Every status change is a compare-and-set, fenced by epoch."""
 
-    def migrate(self) -> None:
-        """Create or upgrade nightwatch's schema. Idempotent; safe to run concurrently."""
+    def migrate(self, stop: threading.Event | None = None) -> None:
+        """Create or upgrade nightwatch's schema. Idempotent; safe to run concurrently;
+        ``stop`` interrupts a wait for another replica's migration."""
+        ...
+
+    def schema_status(self) -> tuple[str | None, str]:
+        """(the database's schema revision, the one this nightwatch needs); behind iff they differ.
+        Only reads."""
         ...
 
     def add(self, task: NewTask) -> Task:

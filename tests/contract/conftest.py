@@ -14,6 +14,7 @@ from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 from sql_databases import (
     SEED_DIR,
@@ -25,10 +26,8 @@ from sql_databases import (
 
 from nightwatch.adapters.clock import SystemClock
 from nightwatch.adapters.store.memory import InMemoryTaskStore
-from nightwatch.adapters.store.mysql import MySQLTaskStore
-from nightwatch.adapters.store.postgres import PostgresTaskStore
-from nightwatch.adapters.store.sqlite import SQLiteTaskStore
-from nightwatch.domain.model import NewTask
+from nightwatch.adapters.store.sql import mysql_store, postgres_store, sqlite_store
+from nightwatch.domain.model import NewTask, Task
 from nightwatch.domain.ports import TaskStore
 
 SEED_ROWS = (
@@ -40,8 +39,12 @@ SEED_ROWS = (
 @dataclass
 class StoreBackend:
     id: str
-    make: Callable[..., TaskStore]  # make(fencing=True): a new store ("replica") on this test's database
+    make: Callable[[], TaskStore]  # a new store ("replica") on this test's database
     load_seed: Callable[[], None]
+    # Write a row by hand with the id the database would hand out next, leaving its id counter
+    # behind (as rows inserted with explicit ids do on PostgreSQL). Its id, or None where the
+    # database moves its counter past explicit ids anyway (MySQL's AUTO_INCREMENT).
+    insert_behind_the_sequence: Callable[[str], int | None]
 
 
 def _seed(name: str) -> list[str]:
@@ -51,23 +54,26 @@ def _seed(name: str) -> list[str]:
 def _memory() -> StoreBackend:
     shared = InMemoryTaskStore(SystemClock())  # one process: every "replica" is the same store
 
-    def make(fencing: bool = True) -> TaskStore:
-        if not fencing:  # the switch is per store, and here every replica is this one
-            shared.fencing = False
+    def make() -> TaskStore:
         return shared
 
     def load_seed() -> None:
         for row in SEED_ROWS:
             shared.add(row)
 
-    return StoreBackend("memory", make, load_seed)
+    def insert_behind(name: str) -> int:
+        next_id = max(shared.tasks, default=0) + 1
+        shared.tasks[next_id] = Task(next_id, name, "default", "{}", "Normal")
+        return next_id
+
+    return StoreBackend("memory", make, load_seed, insert_behind)
 
 
 def _sqlite(stack: ExitStack, tmp_path: Path) -> StoreBackend:
     path = tmp_path / "not-yet" / "nightwatch.db"  # the store creates the directory
 
-    def make(fencing: bool = True) -> TaskStore:
-        return stack.enter_context(closing(SQLiteTaskStore(str(path), SystemClock(), fencing=fencing)))
+    def make() -> TaskStore:
+        return stack.enter_context(closing(sqlite_store(str(path), SystemClock())))
 
     def load_seed() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,29 +82,39 @@ def _sqlite(stack: ExitStack, tmp_path: Path) -> StoreBackend:
                 conn.execute(statement)
         conn.close()
 
-    return StoreBackend("sqlite", make, load_seed)
+    # AUTOINCREMENT never hands out an id below the largest ever used: an id cannot clash
+    return StoreBackend("sqlite", make, load_seed, lambda name: None)
 
 
 def _mysql(stack: ExitStack, url: str) -> StoreBackend:
     server, database = stack.enter_context(mysql_database(url))
 
-    def make(fencing: bool = True) -> TaskStore:
-        store = MySQLTaskStore(
-            server.host, server.port, server.user, server.password, database,
-            connect_timeout=5, read_timeout=10, write_timeout=10, fencing=fencing,
+    def make() -> TaskStore:
+        store = mysql_store(
+            server.host, server.port, server.user, server.password, database, SystemClock(),
+            connect_timeout=5, read_timeout=10, write_timeout=10,
         )
         return stack.enter_context(closing(store))
 
-    return StoreBackend("mysql", make, lambda: server.execute(database, *_seed("mysql")))
+    return StoreBackend("mysql", make, lambda: server.execute(database, *_seed("mysql")), lambda name: None)
 
 
 def _postgres(stack: ExitStack, admin_dsn: str) -> StoreBackend:
     dsn = stack.enter_context(postgres_database(admin_dsn))
 
-    def make(fencing: bool = True) -> TaskStore:
-        return stack.enter_context(closing(PostgresTaskStore(dsn, fencing=fencing)))
+    def make() -> TaskStore:
+        return stack.enter_context(closing(postgres_store(dsn, SystemClock())))
 
-    return StoreBackend("postgres", make, lambda: postgres_execute(dsn, *_seed("postgres")))
+    def insert_behind(name: str) -> int:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+            seq = "pg_get_serial_sequence('task', 'id')"
+            (next_id,) = conn.execute(f"SELECT nextval({seq})").fetchone() or (0,)
+            conn.execute(f"SELECT setval({seq}, %s, false)", (next_id,))  # handed out again next
+            conn.execute("INSERT INTO task (id, name, namespace, info, status)"
+                         " VALUES (%s, %s, 'default', '{}', 'Normal')", (next_id, name))
+        return int(next_id)
+
+    return StoreBackend("postgres", make, lambda: postgres_execute(dsn, *_seed("postgres")), insert_behind)
 
 
 @pytest.fixture(
@@ -127,3 +143,4 @@ def store(backend: StoreBackend) -> TaskStore:
     s = backend.make()
     s.migrate()
     return s
+

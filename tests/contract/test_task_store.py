@@ -6,6 +6,8 @@ database of its own, and ``backend.make()`` opens another replica on it.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -13,15 +15,21 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from unfenced import UnfencedStore
 
+from nightwatch.adapters.clock import FakeClock
+from nightwatch.adapters.jobs.fake import FakeJobGateway
+from nightwatch.app.task_watcher import TaskWatcher
 from nightwatch.domain.errors import (
     DuplicateTaskError,
     FencedError,
     IllegalTransitionError,
+    TaskIdConflictError,
     TaskNotFoundError,
+    TaskValueError,
 )
 from nightwatch.domain.model import Fence, NewTask, TaskStatus
-from nightwatch.domain.ports import TaskStore
+from nightwatch.domain.ports import RunContext, TaskStore
 
 if TYPE_CHECKING:
     from conftest import StoreBackend  # tests/contract/conftest.py
@@ -230,8 +238,8 @@ def test_a_stale_fence_is_refused_and_writes_nothing(backend: StoreBackend) -> N
 
 
 def test_without_the_epoch_check_the_stale_write_goes_through(backend: StoreBackend) -> None:
-    """Positive control: the fencing test above fails when fencing is switched off."""
-    unchecked, new_leader = backend.make(fencing=False), backend.make()
+    """Positive control: the fencing test above fails with a store that drops the epoch check."""
+    unchecked, new_leader = UnfencedStore(backend.make()), backend.make()
     unchecked.migrate()
     task = unchecked.add(new("contested"))
     stale = Fence(LEADER, unchecked.begin_term(LEADER))
@@ -313,3 +321,86 @@ def test_the_seed_table_and_its_rows_work_after_migrate(backend: StoreBackend) -
     assert store.get(2).message == 'namespace "demo" is not allowed'
     assert store.add(new("demo-task-3")).id == 3  # the user's auto-increment carries on
     assert store.count_by_status() == {"Pending": 1, "Failed": 1, "Normal": 1}
+
+
+# -- values that do not fit, and clashes -------------------------------------------------------
+
+@pytest.mark.parametrize(("task", "message"), [
+    (new("x" * 46), "task.name: 46 characters, at most 45 fit"),
+    (new("ok", namespace="n" * 46), "task.namespace: 46 characters, at most 45 fit"),
+    (new("ok", status="S" * 46), "task.status: 46 characters, at most 45 fit"),
+    (new("ok", user_id=2**63), f"task.user_id: {2**63} is out of range ({-2**63} to {2**63 - 1})"),
+], ids=["name", "namespace", "status", "user_id"])
+def test_a_value_that_does_not_fit_is_refused_with_the_same_message_everywhere(
+        store: TaskStore, task: NewTask, message: str) -> None:
+    with pytest.raises(TaskValueError) as e:
+        store.add(task)
+    assert str(e.value) == message
+    assert store.count_by_status() == {}
+    assert store.add(new("x" * 45)).name == "x" * 45  # what fits is kept whole
+
+
+def test_an_id_out_of_range_is_refused_with_the_same_message_everywhere(store: TaskStore) -> None:
+    too_big = f"task.id: {2**63} is out of range ({-2**63} to {2**63 - 1})"
+    with pytest.raises(TaskValueError, match=re.escape(too_big)):
+        store.get(2**63)
+    with pytest.raises(TaskValueError, match=re.escape(too_big)):
+        store.page([N], 2**63, 10)
+    with pytest.raises(TaskNotFoundError):
+        store.get(2**63 - 1)
+
+
+def test_an_id_clash_is_told_apart_from_a_name_clash(backend: StoreBackend) -> None:
+    store = backend.make()
+    store.migrate()
+    store.add(new("taken"))
+    with pytest.raises(DuplicateTaskError, match="a task named 'taken' already exists in 'default'"):
+        store.add(new("taken"))
+    hand = backend.insert_behind_the_sequence("by-hand")  # as the seed's SQL does: an explicit id
+    if hand is None:
+        pytest.skip(f"{backend.id} moves its id counter past explicit ids: an id cannot clash")
+    with pytest.raises(TaskIdConflictError, match="is already taken: the id sequence is behind") as e:
+        store.add(new("hello"))
+    assert "already exists" not in str(e.value)
+    assert sorted(t.name for t in store.page(None, 0, 10)) == ["by-hand", "taken"]
+
+
+# -- exact statuses -------------------------------------------------------------------------------
+
+LOOKALIKES = ("normal", "NORMAL", "Normal ", "pending", "Running ")
+
+
+def test_statuses_match_byte_for_byte(store: TaskStore) -> None:
+    real = store.add(new("real"))
+    running = store.add(new("running", status=R))
+    lookalikes = {s: store.add(new(f"look{i}", status=s)) for i, s in enumerate(LOOKALIKES)}
+
+    assert [t.id for t in store.page([N], 0, 100)] == [real.id]
+    assert [t.id for t in store.page([P, R], 0, 100)] == [running.id]
+    assert store.count_by_status() == {"Normal": 1, "Running": 1, **{s: 1 for s in LOOKALIKES}}
+    fence = Fence(LEADER, store.begin_term(LEADER))
+    for status, task in lookalikes.items():
+        assert store.transition(task.id, N, P, fence=fence) is False
+        assert store.transition(task.id, P, R) is False
+        assert store.get(task.id).status == status  # left untouched
+
+
+def test_the_task_watcher_leaves_lookalike_statuses_untouched_and_logs_each_once(
+        store: TaskStore, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    gateway = FakeJobGateway(clock)
+    watcher = TaskWatcher(store, gateway, clock, allowed_namespaces=["default"], count_interval=0.001)
+    real = store.add(new("real"))
+    lookalikes = {s: store.add(new(f"look{i}", status=s)) for i, s in enumerate(LOOKALIKES)}
+    fence = Fence(LEADER, store.begin_term(LEADER))
+    with caplog.at_level(logging.WARNING, logger="nightwatch.app.task_watcher"):
+        for _ in range(3):
+            watcher.run(RunContext(fence))
+            clock.advance(1)
+    assert store.get(real.id).status != "Normal"
+    assert [name for _, name, _ in gateway.created] == ["real"]
+    assert {s: store.get(t.id).status for s, t in lookalikes.items()} == {s: s for s in LOOKALIKES}
+    warned = [r.getMessage() for r in caplog.records if "does not know" in r.getMessage()]
+    assert sorted(warned) == sorted(
+        f"1 task(s) have status {s!r}, which nightwatch does not know; leaving them untouched" for s in LOOKALIKES
+    )

@@ -37,6 +37,8 @@ from sql_databases import SEED_DIR, MySQLServer, sql_statements
 
 T = TypeVar("T")
 NIGHTWATCH = [sys.executable, "-m", "nightwatch"]
+# The same CLI with a store that drops the epoch check: only for the fencing positive controls.
+UNFENCED_NIGHTWATCH = [sys.executable, str(Path(__file__).parent.parent / "unfenced_nightwatch.py")]
 TERMINAL = ("Succeeded", "Failed")
 # Environment a replica must not inherit from the test run.
 _SCRUB = ("NIGHTWATCH_CONFIG", "NIGHTWATCH_REPLICA", "NIGHTWATCH_TEST_DISABLE_FENCING")
@@ -221,7 +223,7 @@ class Cluster:
         return Path(self.config["jobs"]["local"]["record_path"])
 
     def start(self, name: str, *, env: dict[str, str] | None = None,
-              overrides: dict[str, Any] | None = None) -> Replica:
+              overrides: dict[str, Any] | None = None, unfenced: bool = False) -> Replica:
         config = merge(self.config, {"lock": {"identity": name}, **(overrides or {})})
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -229,7 +231,8 @@ class Cluster:
         full_env.update(env or {})
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "wb") as log, open(self.workdir / f"{name}.out", "wb") as out:
-            proc = subprocess.Popen([*NIGHTWATCH, "run", "--config", str(path)], stdout=out, stderr=log,
+            command = UNFENCED_NIGHTWATCH if unfenced else NIGHTWATCH
+            proc = subprocess.Popen([*command, "run", "--config", str(path)], stdout=out, stderr=log,
                                     stdin=subprocess.DEVNULL, cwd=self.workdir, env=full_env)
         replica = Replica(name, proc, log_path)
         self.replicas.append(replica)

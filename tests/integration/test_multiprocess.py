@@ -190,13 +190,14 @@ def test_a_paused_leader_makes_no_status_write_after_a_successor_took_over(
     writes in flight on several threads -- for longer than its lease. A standby takes over and
     starts on a second wave. The old leader is resumed (SIGCONT): its writes in flight must be
     refused by the epoch check, and it must step down. Without the epoch check (the positive
-    control, a test-only switch) the same scenario shows those writes landing."""
+    control: tests/unfenced_nightwatch.py swaps in a store without it, from the test side) the
+    same scenario shows those writes landing."""
     first, second = 100, 200
     store, tasks = database
     tasks.create_table()
     tasks.execute(*[statement.format(lock=unique_name) for statement in AUDIT[tasks.kind]])
     with cluster(tmp_path, fast_config(store, redis_url, unique_name, tmp_path)) as c:
-        old = c.start("old", env={} if fencing else {"NIGHTWATCH_TEST_DISABLE_FENCING": "1"})
+        old = c.start("old", unfenced=not fencing)
         c.leader(timeout=20)
         new = c.start("new")
         wait_until(lambda: new.matching("starting as"), 20, "the standby to start")

@@ -74,7 +74,7 @@ def cluster_config(pg: str, redis_url: str, name: str, **sections: Any) -> dict[
                  "renew_deadline": "3s", "retry_interval": "1s",
                  "redis": {"urls": [redis_url], "key_prefix": f"{name}:"}},
         "jobs": {"backend": "fake", "fake": {"default_duration": 1.0}},
-        "watchers": {"task": {"spec": "@every 250ms"}},
+        "watchers": {"task": {"spec": "@every 250ms", "count_interval": "250ms"}},  # the gauge follows each run
         "server": {"shutdown_timeout": "1s"},
     }
     config.update(sections)

@@ -2,8 +2,8 @@
 bump and then matches no row -- it never slips through with the old epoch.
 
 Another session bumps the epoch in an open transaction; the old leader's write must
-block on it, and once the bump commits, be refused. With the epoch check switched off
-(the positive control) the same write goes through.
+block on it, and once the bump commits, be refused. With a store that drops the epoch
+check (the positive control, built on the test side) the same write goes through.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ from contextlib import AbstractContextManager, contextmanager
 import psycopg
 import pytest
 from sql_databases import mysql_database, postgres_database
+from unfenced import UnfencedStore
 
-from nightwatch.adapters.store.mysql import MySQLTaskStore
-from nightwatch.adapters.store.postgres import PostgresTaskStore
+from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.store.sql import mysql_store, postgres_store
 from nightwatch.domain.errors import FencedError
 from nightwatch.domain.model import Fence, NewTask, TaskStatus
 from nightwatch.domain.ports import TaskStore
@@ -39,10 +40,9 @@ def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
         with mysql_database(request.getfixturevalue("mysql_url")) as (server, database):
 
             def make(fencing: bool) -> TaskStore:
-                stores.append(MySQLTaskStore(
-                    server.host, server.port, server.user, server.password, database, fencing=fencing
-                ))
-                return stores[-1]
+                stores.append(mysql_store(server.host, server.port, server.user, server.password, database,
+                                          SystemClock()))
+                return stores[-1] if fencing else UnfencedStore(stores[-1])
 
             @contextmanager
             def bump() -> Iterator[None]:
@@ -59,8 +59,8 @@ def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
         with postgres_database(request.getfixturevalue("postgres_dsn")) as dsn:
 
             def make(fencing: bool) -> TaskStore:
-                stores.append(PostgresTaskStore(dsn, fencing=fencing))
-                return stores[-1]
+                stores.append(postgres_store(dsn, SystemClock()))
+                return stores[-1] if fencing else UnfencedStore(stores[-1])
 
             @contextmanager
             def bump() -> Iterator[None]:

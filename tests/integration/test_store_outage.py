@@ -20,9 +20,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sql_databases import MySQLServer, mysql_database, postgres_database
 
 from nightwatch.adapters.clock import SystemClock
-from nightwatch.adapters.store.mysql import MySQLTaskStore
-from nightwatch.adapters.store.postgres import PostgresTaskStore
-from nightwatch.adapters.store.sqlite import SQLiteTaskStore
+from nightwatch.adapters.store.sql import mysql_store, postgres_store, sqlite_store
 from nightwatch.domain.errors import BackendUnavailableError, ConfigError
 from nightwatch.domain.model import NewTask, TaskStatus
 from nightwatch.domain.ports import TaskStore
@@ -66,7 +64,7 @@ def recovers(call: Callable[[], object]) -> None:
 @pytest.mark.mysql
 def test_mysql_wrong_credentials_name_the_keys(mysql_url: str, unique_name: str) -> None:
     server = MySQLServer.from_url(mysql_url)
-    store = MySQLTaskStore(server.host, server.port, "nwt_nobody", "wrong", unique_name)
+    store = mysql_store(server.host, server.port, "nwt_nobody", "wrong", unique_name, SystemClock())
     expected = r"^store\.mysql: .*nwt_nobody.*\(check store\.mysql\.user and store\.mysql\.password\)$"
     with pytest.raises(ConfigError, match=expected):
         store.migrate()
@@ -78,7 +76,7 @@ def test_mysql_wrong_credentials_name_the_keys(mysql_url: str, unique_name: str)
 @pytest.mark.postgres
 def test_postgres_unknown_role_or_database_names_the_dsn(postgres_dsn: str, unique_name: str) -> None:
     for dsn in (make_conninfo(postgres_dsn, user=unique_name), make_conninfo(postgres_dsn, dbname=unique_name)):
-        store = PostgresTaskStore(dsn)
+        store = postgres_store(dsn, SystemClock())
         with pytest.raises(ConfigError, match=rf"^store\.postgres: .*{unique_name}.*check store\.postgres\.dsn"):
             store.migrate()
         store.close()
@@ -87,14 +85,14 @@ def test_postgres_unknown_role_or_database_names_the_dsn(postgres_dsn: str, uniq
 @pytest.mark.parametrize("dsn", ["not a dsn", "postgresql://127.0.0.1:notaport/db", "host=127.0.0.1 sslmode=bogus"])
 def test_postgres_malformed_dsn_names_the_key(dsn: str) -> None:
     with pytest.raises(ConfigError, match=r"^store\.postgres: .*check store\.postgres\.dsn"):
-        PostgresTaskStore(dsn).count_by_status()
+        postgres_store(dsn, SystemClock()).count_by_status()
 
 
 def test_sqlite_path_that_cannot_be_a_database_names_the_key(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a directory")
     for path in (tmp_path, tmp_path / "a-file" / "nightwatch.db"):
         with pytest.raises(ConfigError, match=r"^store\.sqlite: .*check store\.sqlite\.path"):
-            SQLiteTaskStore(str(path), SystemClock()).migrate()
+            sqlite_store(str(path), SystemClock()).migrate()
 
 
 # -- unreachable: unavailable, quickly, and nothing connects before the first call -----
@@ -102,7 +100,7 @@ def test_sqlite_path_that_cannot_be_a_database_names_the_key(tmp_path: Path) -> 
 
 def test_mysql_unreachable_is_unavailable_within_the_connect_timeout() -> None:
     port = closed_port()
-    store = MySQLTaskStore("127.0.0.1", port, "root", "", "nwt_none", connect_timeout=2)  # no I/O yet
+    store = mysql_store("127.0.0.1", port, "root", "", "nwt_none", SystemClock(), connect_timeout=2)  # no I/O yet
     started = time.monotonic()
     with pytest.raises(BackendUnavailableError, match=rf"^store\.mysql \(127\.0\.0\.1:{port}\): "):
         store.count_by_status()
@@ -112,7 +110,7 @@ def test_mysql_unreachable_is_unavailable_within_the_connect_timeout() -> None:
 
 def test_postgres_unreachable_is_unavailable_within_the_connect_timeout() -> None:
     port = closed_port()
-    store = PostgresTaskStore(f"postgresql://nobody@127.0.0.1:{port}/x", connect_timeout=2)  # no I/O yet
+    store = postgres_store(f"postgresql://nobody@127.0.0.1:{port}/x", SystemClock(), connect_timeout=2)  # no I/O yet
     started = time.monotonic()
     with pytest.raises(BackendUnavailableError, match=rf"^store\.postgres \(127\.0\.0\.1:{port}\): "):
         store.count_by_status()
@@ -122,7 +120,7 @@ def test_postgres_unreachable_is_unavailable_within_the_connect_timeout() -> Non
 
 def test_sqlite_locked_by_another_writer_is_unavailable_after_its_timeout(tmp_path: Path) -> None:
     path = tmp_path / "nightwatch.db"
-    store = SQLiteTaskStore(str(path), SystemClock(), timeout=0.5)
+    store = sqlite_store(str(path), SystemClock(), timeout=0.5)
     store.migrate()
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
@@ -142,7 +140,7 @@ def test_sqlite_locked_by_another_writer_is_unavailable_after_its_timeout(tmp_pa
 @pytest.mark.mysql
 def test_mysql_store_reconnects_after_its_connections_are_killed(mysql_url: str) -> None:
     with mysql_database(mysql_url) as (server, database):
-        store = MySQLTaskStore(server.host, server.port, server.user, server.password, database)
+        store = mysql_store(server.host, server.port, server.user, server.password, database, SystemClock())
         store.migrate()
         task = store.add(NewTask("t", "default", INFO))
         fill_pool(store, task.id)
@@ -165,7 +163,7 @@ def test_mysql_store_reconnects_after_its_connections_are_killed(mysql_url: str)
 @pytest.mark.postgres
 def test_postgres_store_reconnects_after_its_connections_are_terminated(postgres_dsn: str) -> None:
     with postgres_database(postgres_dsn) as dsn:
-        store = PostgresTaskStore(dsn)
+        store = postgres_store(dsn, SystemClock())
         store.migrate()
         task = store.add(NewTask("t", "default", INFO))
         fill_pool(store, task.id)
@@ -189,7 +187,8 @@ def test_postgres_store_reconnects_after_its_connections_are_terminated(postgres
 @pytest.mark.mysql
 def test_mysql_call_blocked_by_a_row_lock_ends_within_its_timeout(mysql_url: str) -> None:
     with mysql_database(mysql_url) as (server, database):
-        store = MySQLTaskStore(server.host, server.port, server.user, server.password, database, read_timeout=2)
+        store = mysql_store(server.host, server.port, server.user, server.password, database, SystemClock(),
+                            read_timeout=2)
         store.migrate()
         task = store.add(NewTask("t", "default", INFO))
         with server.connect(database) as other, other.cursor() as cur:
@@ -207,7 +206,7 @@ def test_mysql_call_blocked_by_a_row_lock_ends_within_its_timeout(mysql_url: str
 @pytest.mark.postgres
 def test_postgres_call_blocked_by_a_row_lock_ends_within_its_statement_timeout(postgres_dsn: str) -> None:
     with postgres_database(postgres_dsn) as dsn:
-        store = PostgresTaskStore(dsn, statement_timeout=0.5)
+        store = postgres_store(dsn, SystemClock(), statement_timeout=0.5)
         store.migrate()
         task = store.add(NewTask("t", "default", INFO))
         with psycopg.connect(dsn) as other:
@@ -219,3 +218,80 @@ def test_postgres_call_blocked_by_a_row_lock_ends_within_its_statement_timeout(p
             other.rollback()
         assert store.transition(task.id, TaskStatus.NORMAL, TaskStatus.PENDING) is True
         store.close()
+
+
+# -- every driver error is a port error ---------------------------------------------------
+
+
+@pytest.mark.mysql
+def test_mysql_missing_privilege_names_the_grant(mysql_url: str, unique_name: str) -> None:
+    user = unique_name[:20]
+    with mysql_database(mysql_url) as (server, database):
+        admin = mysql_store(server.host, server.port, server.user, server.password, database, SystemClock())
+        admin.migrate()
+        admin.close()
+        server.execute(database, f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'",
+                       f"GRANT SELECT ON `{database}`.* TO '{user}'@'%'")
+        try:
+            store = mysql_store(server.host, server.port, user, "pw", database, SystemClock())
+            assert store.page(None, 0, 10) == []
+            with pytest.raises(ConfigError, match=rf"INSERT command denied .*\(GRANT INSERT ON {database}\.task TO"):
+                store.add(NewTask("t", "default", INFO))
+            store.close()
+        finally:
+            server.execute(database, f"DROP USER '{user}'@'%'")
+
+
+@pytest.mark.postgres
+def test_postgres_missing_privilege_names_the_grant(postgres_dsn: str, unique_name: str) -> None:
+    with postgres_database(postgres_dsn) as dsn:
+        admin = postgres_store(dsn, SystemClock())
+        admin.migrate()
+        admin.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {unique_name} LOGIN")
+            conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {unique_name}")
+        try:
+            store = postgres_store(make_conninfo(dsn, user=unique_name), SystemClock())
+            assert store.page(None, 0, 10) == []
+            with pytest.raises(ConfigError, match=r"permission denied for table task \(GRANT INSERT ON TABLE task TO"):
+                store.add(NewTask("t", "default", INFO))
+            store.close()
+        finally:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"DROP OWNED BY {unique_name}")
+                conn.execute(f"DROP ROLE {unique_name}")
+
+
+@pytest.mark.postgres
+def test_a_read_only_postgres_is_unavailable_not_a_crash(postgres_dsn: str) -> None:
+    """A standby after a failover, or default_transaction_read_only: transient, retried."""
+    with postgres_database(postgres_dsn) as dsn:
+        store = postgres_store(dsn, SystemClock())
+        store.migrate()
+        task = store.add(NewTask("t", "default", INFO))
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {conninfo_to_dict(dsn)['dbname']} SET default_transaction_read_only = on")
+        store = postgres_store(dsn, SystemClock())
+        with pytest.raises(BackendUnavailableError, match=r"^store\.postgres \(.*read-only transaction"):
+            store.transition(task.id, TaskStatus.NORMAL, TaskStatus.PENDING)
+        with pytest.raises(BackendUnavailableError, match="read-only"):
+            store.begin_term("nightwatch")
+        assert store.get(task.id).status == "Normal"  # reading goes on
+        store.close()
+
+
+def test_an_unforeseen_error_is_transient_and_logged_once_with_its_class(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    class OddDriverError(Exception):
+        pass
+
+    store = sqlite_store(str(tmp_path / "nightwatch.db"), SystemClock())
+    with caplog.at_level("WARNING", logger="nightwatch.adapters.store.sql"):
+        errors = [store.translate(OddDriverError("the driver had a bad day")) for _ in range(3)]
+    assert all(isinstance(e, BackendUnavailableError) for e in errors)
+    assert "OddDriverError: the driver had a bad day" in str(errors[0])
+    logged = [r for r in caplog.records if "OddDriverError" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None
+    store.close()

@@ -35,6 +35,7 @@ def test_defaults_are_the_design_contract(monkeypatch, tmp_path):
     assert (c["lock"]["ttl"], c["lock"]["renew_interval"], c["lock"]["renew_deadline"],
             c["lock"]["retry_interval"]) == (10.0, 2.0, 7.0, 1.0)
     assert c["watchers"]["task"]["spec"] == "@every 2s"
+    assert c["watchers"]["task"]["count_interval"] == 30.0
     assert c["server"]["listen"] == "127.0.0.1:9090"
 
 
@@ -68,6 +69,8 @@ def test_nightwatch_config_env_is_used(tmp_path, monkeypatch):
     ("lock: {redis: {urls: ['http://x']}}", "is not a redis:// or rediss:// URL"),
     ("watchers: {task: {spec: 'every day'}}", "watchers.task.spec: 'every day' is not a schedule"),
     ("watchers: {task: {batch_size: 0}}", "watchers.task.batch_size"),
+    ("watchers: {task: {count_interval: 0s}}", "watchers.task.count_interval: must be longer than 0"),
+    ("watchers: {task: {count_interval: often}}", "watchers.task.count_interval: 'often' is not a duration"),
     ("server: {listen: nowhere}", "server.listen: expected host:port"),
     ("store: [1, 2]", "store: expected a mapping"),
     ("store: {backend: [", "not valid YAML"),

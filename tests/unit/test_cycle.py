@@ -4,6 +4,7 @@ import json
 import logging
 
 import pytest
+from unfenced import UnfencedStore
 
 from nightwatch.adapters.clock import FakeClock
 from nightwatch.adapters.jobs.fake import FakeJobGateway
@@ -126,7 +127,6 @@ def test_every_bad_input_fails_only_its_own_task(caplog):
                       "args must be a list of strings"),
         "too-big": (c.submit("too-big", info_=info(args=["x" * 70000])), "at most 65536 bytes"),
         "bad-name": (c.submit("Bad_Name"), "not a DNS-1123 label"),
-        "long-name": (c.submit("n" * 64), "at most 63 characters"),
         "ns": (c.submit("other-ns", "kube-system"), "namespace 'kube-system' is not allowed"),
         "image": (c.submit("wrong-image", info_=info(image="evil/miner")), "image 'evil/miner' is not allowed"),
     }
@@ -194,17 +194,18 @@ def test_two_leaders_at_once_still_create_one_job_per_task_and_the_stale_one_is_
 
 
 def test_fencing_switched_off_shows_the_stale_write():
-    """Positive control for the test above: without the epoch check the stale leader writes."""
+    """Positive control for the test above: with a store that drops the epoch check (built
+    here, on the test side) the stale leader writes."""
     clock = FakeClock()
-    store = InMemoryTaskStore(clock)
-    store.fencing = False
+    real = InMemoryTaskStore(clock)
+    store = UnfencedStore(real)
     gateway = FakeJobGateway(clock)
-    old = TaskWatcher(store, gateway, clock, allowed_namespaces=["default"], fencing=False)
+    old = TaskWatcher(store, gateway, clock, allowed_namespaces=["default"])
     old_fence = Fence("nightwatch", store.begin_term("nightwatch"))
-    store.begin_term("nightwatch")
+    real.begin_term("nightwatch")  # a successor took over
     t = store.add(NewTask("t", "default", info(), 0))
     old.run(RunContext(old_fence))
-    assert store.writes > 0 and store.get(t.id).status != "Normal"  # written by a deposed leader
+    assert real.writes > 0 and store.get(t.id).status != "Normal"  # written by a deposed leader
 
 
 def test_failover_mid_way_loses_nothing():
@@ -264,3 +265,26 @@ def test_a_bug_met_by_one_task_backs_it_off_and_the_others_go_on():
         c.step()
     assert c.store.get(good.id).status == "Succeeded"
     assert c.store.get(bad.id).status == "Normal"  # kept, retried later with backoff
+
+
+class CountingStore(InMemoryTaskStore):
+    def __init__(self, clock):
+        super().__init__(clock)
+        self.counts = 0  # grouped counts: a full scan of the table on a real database
+
+    def count_by_status(self):
+        self.counts += 1
+        return super().count_by_status()
+
+
+def test_the_grouped_count_runs_at_most_every_count_interval():
+    clock = FakeClock()
+    store = CountingStore(clock)
+    watcher = TaskWatcher(store, FakeJobGateway(clock), clock, allowed_namespaces=["default"], count_interval=30.0)
+    fence = Fence("nightwatch", store.begin_term("nightwatch"))
+    for _ in range(15):  # 30 s of runs every 2 s
+        watcher.run(RunContext(fence))
+        clock.advance(2)
+    assert store.counts == 1
+    watcher.run(RunContext(fence))
+    assert store.counts == 2

@@ -205,7 +205,7 @@ def test_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert deployment["spec"]["replicas"] == 3
     assert pod["serviceAccountName"] == one("ServiceAccount")["metadata"]["name"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+    for probe, path in (("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert container[probe]["httpGet"]["path"] == path
         assert ports[container[probe]["httpGet"]["port"]] == port
     assert container["resources"]["requests"] and container["resources"]["limits"]

@@ -74,20 +74,29 @@ def test_mysql_host_and_user_can_come_from_the_environment(monkeypatch):
     assert (mysql["host"], mysql["user"], mysql["password"]) == ("mariadb.db.svc", "scheduler", "pw")
 
 
-@pytest.mark.parametrize("name, store_class", [
-    ("mysql-redis.yaml", "MySQLTaskStore"),
-    ("postgres-redis.yaml", "PostgresTaskStore"),
+@pytest.mark.parametrize("name, dialect", [
+    ("mysql-redis.yaml", "mysql"),
+    ("postgres-redis.yaml", "postgresql"),
 ])
-def test_example_wires_the_real_store_and_lock_without_connecting(monkeypatch, name, store_class):
+def test_example_wires_the_real_store_and_lock_without_connecting(monkeypatch, name, dialect):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("NIGHTWATCH_MYSQL_HOST", "db.invalid")  # nothing answers there
     monkeypatch.setenv("NIGHTWATCH_REDIS_URL", "redis://redis.invalid:6379/0")
     container = build_container(load_config(example(name)))
     try:
-        assert type(container.store()).__name__ == store_class
+        store = container.store()
+        assert (type(store).__name__, store.engine.dialect.name) == ("SQLTaskStore", dialect)
         lock = container.lock()
         assert type(lock).__name__ == "RedisLeaderLock"
         assert (lock.name, lock.ttl) == ("nightwatch", 10.0)
     finally:
         container.shutdown_resources()
+
+
+def test_the_retired_switch_that_turned_fencing_off_is_refused(monkeypatch):
+    """Production has no way to turn fencing off; a deployment still setting the old test-only
+    variable is refused in one line instead of being silently believed."""
+    monkeypatch.setenv("NIGHTWATCH_TEST_DISABLE_FENCING", "1")
+    with pytest.raises(ConfigError, match="NIGHTWATCH_TEST_DISABLE_FENCING is set: fencing cannot be turned off"):
+        build_container(load_config(None, {"store": {"backend": "memory"}}))

@@ -6,8 +6,18 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
-from nightwatch.domain.errors import DuplicateTaskError, FencedError, TaskNotFoundError
-from nightwatch.domain.model import Fence, NewTask, Task, TaskStatus, check_transition
+from nightwatch.domain.errors import DuplicateTaskError, FencedError, TaskIdConflictError, TaskNotFoundError
+from nightwatch.domain.model import (
+    ID_CLASH,
+    Fence,
+    NewTask,
+    Task,
+    TaskStatus,
+    check_bigint,
+    check_new_task,
+    check_transition,
+    fit_message,
+)
 from nightwatch.domain.ports import Clock, TaskStore
 
 
@@ -18,16 +28,22 @@ class InMemoryTaskStore(TaskStore):
         self.tasks: dict[int, Task] = {}
         self.epochs: dict[str, int] = {}
         self.writes = 0  # status writes that changed a row: tests read it
-        self.fencing = True  # a test-only switch to prove the fencing tests can fail
         self._next_id = 1
 
-    def migrate(self) -> None:
+    def migrate(self, stop: threading.Event | None = None) -> None:
         pass
 
+    def schema_status(self) -> tuple[str | None, str]:
+        return "memory", "memory"  # nothing to migrate: always current
+
     def add(self, task: NewTask) -> Task:
+        check_new_task(task)
         with self._mutex:
             if any(t.name == task.name and t.namespace == task.namespace for t in self.tasks.values()):
                 raise DuplicateTaskError(f"a task named {task.name!r} already exists in {task.namespace!r}")
+            if self._next_id in self.tasks:  # a row was put in ``tasks`` by hand, as a user's system may
+                self._next_id += 1  # a sequence moves on after a failed insert, too
+                raise TaskIdConflictError(ID_CLASH.format(id=self._next_id - 1, hint=""))
             now = self._clock.now()
             new = Task(
                 id=self._next_id, name=task.name, namespace=task.namespace, info=task.info,
@@ -38,6 +54,7 @@ class InMemoryTaskStore(TaskStore):
             return new
 
     def get(self, task_id: int) -> Task:
+        check_bigint("id", task_id)
         with self._mutex:
             try:
                 return self.tasks[task_id]
@@ -45,6 +62,7 @@ class InMemoryTaskStore(TaskStore):
                 raise TaskNotFoundError(task_id) from None
 
     def page(self, statuses: Sequence[str] | None, after_id: int, limit: int) -> list[Task]:
+        check_bigint("id", after_id)
         wanted = None if statuses is None else {str(s) for s in statuses}
         with self._mutex:
             ids = sorted(
@@ -78,13 +96,13 @@ class InMemoryTaskStore(TaskStore):
     ) -> bool:
         check_transition(old, new)
         with self._mutex:
-            if fence is not None and self.fencing and self.epochs.get(fence.name, 0) != fence.epoch:
+            if fence is not None and self.epochs.get(fence.name, 0) != fence.epoch:
                 raise FencedError(fence.name, fence.epoch)
             task = self.tasks.get(task_id)
             if task is None or task.status != old:
                 return False
             self.tasks[task_id] = replace(
-                task, status=str(new), message=message, updated_at=self._clock.now()
+                task, status=str(new), message=fit_message(message), updated_at=self._clock.now()
             )
             self.writes += 1
             return True

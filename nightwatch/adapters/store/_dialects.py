@@ -1,0 +1,261 @@
+"""What differs per database, in one table: the fenced UPDATE, ``begin_term``, exact status
+matching, and how each driver's errors map to port errors.
+
+Everything else the SQL store does is plain SQLAlchemy Core and the same on every backend.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from nightwatch.adapters.store.schema import nightwatch_leader, task
+from nightwatch.domain.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DuplicateTaskError,
+    NightwatchError,
+    TaskIdConflictError,
+    TaskValueError,
+)
+from nightwatch.domain.model import BIGINT_MAX, BIGINT_MIN, ID_CLASH, TEXT_BYTES, VARCHAR_COLUMNS
+
+# (driver exception, "store.x (host:port)", the statement that failed or "") -> the port
+# error, or None when the classifier does not recognise it.
+Classifier = Callable[[BaseException, str, str], NightwatchError | None]
+
+
+def _too_long(column: str) -> TaskValueError:
+    if column in VARCHAR_COLUMNS:
+        return TaskValueError(f"task.{column}: too long, at most {VARCHAR_COLUMNS[column]} fit")
+    if column in ("id", "user_id"):
+        return TaskValueError(f"task.{column}: out of range ({BIGINT_MIN} to {BIGINT_MAX})")
+    if column in ("info", "message"):
+        return TaskValueError(f"task.{column}: too long, at most {TEXT_BYTES} bytes fit")
+    return TaskValueError(f"task.{column}: the value does not fit the column")
+
+
+# -- MariaDB / MySQL (PyMySQL) -----------------------------------------------------------------
+
+# Transient: too many connections, lock wait, deadlock, read-only server, shutdown, killed,
+# statement time limits; and every client-side error (2000 and up: connection lost, timeouts).
+_MYSQL_TRANSIENT = {1040, 1203, 1205, 1213, 1290, 1792, 1836, 1053, 1927, 3024, 1969, 4031, 1317}
+_MYSQL_GRANT = re.compile(r"(\w+) command denied to user '([^']*)'@'([^']*)' for table [`']?([\w.`]+?)[`']?$")
+
+
+def _mysql(e: BaseException, where: str, statement: str) -> NightwatchError | None:
+    code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+    text = str(e.args[1]) if len(e.args) > 1 else str(e)
+    if code is None:
+        return None
+    if code in _MYSQL_TRANSIENT or code >= 2000:
+        return BackendUnavailableError(f"{where}: {text}")
+    if code in (1045, 1698):
+        return ConfigError(f"store.mysql: {text} (check store.mysql.user and store.mysql.password)")
+    if code == 1049:
+        return ConfigError(f"store.mysql: {text} (check store.mysql.database, or run `nightwatch db migrate`)")
+    if code in (1044, 1142, 1143, 1227, 1370):
+        grant = _MYSQL_GRANT.search(text)
+        hint = (f"GRANT {grant[1]} ON {grant[4].replace('`', '')} TO '{grant[2]}'@'{grant[3]}'" if grant
+                else "grant the privilege named above to store.mysql.user")
+        return ConfigError(f"store.mysql: {text} ({hint})")
+    if code in (1146, 1054):
+        return ConfigError(f"store.mysql: {text} (run `nightwatch db migrate`)")
+    if code == 1062:
+        if re.search(r"for key '(\w+\.)?PRIMARY'", text):
+            return TaskIdConflictError(ID_CLASH.format(id=_quoted(text), hint=""))
+        return DuplicateTaskError(text)
+    if code in (1406, 1264, 1366):
+        column = re.search(r"column [`']?(\w+)", text)
+        return _too_long(column[1] if column else "?")
+    return None
+
+
+def _quoted(text: str) -> str:
+    found = re.search(r"'([^']*)'", text)
+    return found[1] if found else "?"
+
+
+# -- PostgreSQL (psycopg 3) --------------------------------------------------------------------
+
+# 08 connection, 40 rollback (serialization, deadlock), 53 resources (too many connections),
+# 55P03 lock not available, 57 operator intervention (shutdown, statement timeout), 25006
+# read-only transaction (a standby, or default_transaction_read_only), 58 system I/O.
+_PG_TRANSIENT = ("08", "40", "53", "55P03", "57", "25006", "58", "XX")
+_PG_CONNECT_CONFIG = ("password authentication failed", "no password supplied", "does not exist",
+                      "pg_hba.conf", "authentication failed", "invalid", "connection is bad", "role ")
+
+
+def _postgres(e: BaseException, where: str, statement: str) -> NightwatchError | None:
+    state: str | None = getattr(e, "sqlstate", None)
+    text = str(e).strip()
+    reason = text.rsplit("FATAL:", 1)[-1].strip().splitlines()[0] if text else type(e).__name__
+    diag = getattr(e, "diag", None)
+    if state is None:  # failed before a session existed: libpq's own message
+        if type(e).__name__ in ("OperationalError", "InterfaceError") and not any(
+            hint in reason for hint in _PG_CONNECT_CONFIG
+        ):
+            return BackendUnavailableError(f"{where}: {reason}")
+        if any(hint in reason for hint in _PG_CONNECT_CONFIG):
+            return ConfigError(f"store.postgres: {reason} (check store.postgres.dsn)")
+        return None
+    if state in ("28P01", "28000", "3D000"):
+        return ConfigError(f"store.postgres: {reason} (check store.postgres.dsn)")
+    if state == "42501":
+        return ConfigError(f"store.postgres: {reason} ({_pg_grant(reason, statement)})")
+    if state in ("42P01", "42703"):
+        return ConfigError(f"store.postgres: {reason} (run `nightwatch db migrate`)")
+    if state == "23505" and getattr(diag, "table_name", None) == "task":
+        if (getattr(diag, "constraint_name", None) or "").endswith("_pkey"):
+            ids = re.search(r"\(id\)=\((\d+)\)", getattr(diag, "message_detail", None) or "")
+            return TaskIdConflictError(ID_CLASH.format(
+                id=ids[1] if ids else "?",
+                hint="; fix: SELECT setval(pg_get_serial_sequence('task', 'id'), max(id)) FROM task",
+            ))
+        return DuplicateTaskError(reason)
+    if state in ("22001", "22003"):
+        return _too_long(getattr(diag, "column_name", None) or _pg_column(reason))
+    if state.startswith(_PG_TRANSIENT):
+        return BackendUnavailableError(f"{where}: {reason}")
+    return None
+
+
+def _pg_grant(reason: str, statement: str) -> str:
+    """What to grant, from "permission denied for table task" and the statement refused."""
+    words = statement.split()
+    doing = " ".join(words[:3]) if words[:1] in (["CREATE"], ["ALTER"], ["DROP"]) else (words or ["?"])[0]
+    admin = "or have an admin run `nightwatch db migrate`"
+    target = re.search(r"permission denied for (table|sequence|schema|database) (\w+)", reason)
+    if target is None:  # "must be owner of table task": only the owner may change its schema
+        return f"{doing} needs the table's owner: have an admin run `nightwatch db migrate`"
+    kind, name = target[1], target[2]
+    privilege = {"schema": "CREATE", "sequence": "USAGE", "database": "CONNECT"}.get(kind, doing.upper())
+    grant = f"GRANT {privilege} ON {kind.upper()} {name} TO the user in store.postgres.dsn"
+    return f"{doing} needs {grant}; {admin}" if kind == "schema" else grant
+
+
+def _pg_column(reason: str) -> str:
+    """PostgreSQL does not say which column was too long; the widths do: 45 is the only one."""
+    width = re.search(r"character varying\((\d+)\)", reason)
+    names = [c for c, w in VARCHAR_COLUMNS.items() if width and w == int(width[1])]
+    return "/".join(names) if names else "?"
+
+
+# -- SQLite (the standard library) --------------------------------------------------------------
+
+def _sqlite(e: BaseException, where: str, statement: str) -> NightwatchError | None:
+    name = getattr(e, "sqlite_errorname", "") or ""
+    text = str(e)
+    if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_PROTOCOL")):
+        return BackendUnavailableError(f"{where}: {text}")
+    if "no such table" in text or "no such column" in text:
+        return ConfigError(f"{where}: {text} (run `nightwatch db migrate`)")
+    if name.startswith(("SQLITE_CANTOPEN", "SQLITE_NOTADB", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")):
+        return ConfigError(f"{where}: {text} (check store.sqlite.path)")
+    if name == "SQLITE_CONSTRAINT_PRIMARYKEY" or text.endswith("task.id"):
+        return TaskIdConflictError(ID_CLASH.format(id="?", hint=" (sqlite_sequence is behind)"))
+    if name == "SQLITE_CONSTRAINT_UNIQUE":
+        return DuplicateTaskError(text)
+    if isinstance(e, OverflowError):
+        return _too_long("id")
+    return None
+
+
+def sqlite_wal(dbapi_conn: Any, timeout: float) -> None:
+    """Switch a SQLite file to WAL (a no-op once it is). The switch ignores the busy timeout
+    when several processes open a new file at once, so retry it for up to that long."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+            return
+        except Exception as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Dialect:
+    name: str
+    # ``column = value`` byte for byte, in a form that still seeks an index on the column.
+    exact: Callable[[sa.ColumnElement[Any], str], sa.ColumnElement[bool]]
+    # The expression to group statuses by so that case and trailing spaces stay apart.
+    group_key: Callable[[sa.ColumnElement[Any]], sa.ColumnElement[Any]]
+    # The fenced compare-and-set as ONE statement; binds new_status, new_message, now, task_id,
+    # old_status, lock, epoch.
+    fenced_update: sa.Executable
+    begin_term: Callable[[Connection, str], int]
+    classify: Classifier
+
+
+def _on_conflict_term(insert: Any) -> Callable[[Connection, str], int]:
+    def begin(conn: Connection, name: str) -> int:
+        statement = (
+            insert(nightwatch_leader).values(name=name, epoch=1)
+            .on_conflict_do_update(index_elements=["name"], set_={"epoch": nightwatch_leader.c.epoch + 1})
+            .returning(nightwatch_leader.c.epoch)
+        )
+        return int(conn.execute(statement).scalar_one())
+    return begin
+
+
+def _mysql_term(conn: Connection, name: str) -> int:
+    # LAST_INSERT_ID(expr) makes the new epoch this session's LAST_INSERT_ID: increment and
+    # read back on one connection without a second round of locking.
+    conn.execute(sa.text(
+        "INSERT INTO nightwatch_leader (name, epoch) VALUES (:name, LAST_INSERT_ID(1))"
+        " ON DUPLICATE KEY UPDATE epoch = LAST_INSERT_ID(epoch + 1)"
+    ), {"name": name})
+    return int(conn.execute(sa.text("SELECT LAST_INSERT_ID()")).scalar_one())
+
+
+def _binary(column: sa.ColumnElement[Any], value: str) -> sa.ColumnElement[bool]:
+    # The plain ``=`` seeks the index (its collation ignores case and trailing spaces); the
+    # byte comparison then filters the few rows that only look alike.
+    return sa.and_(column == value, sa.cast(column, sa.LargeBinary) == value.encode("utf-8"))
+
+
+def _same(column: sa.ColumnElement[Any], value: str) -> sa.ColumnElement[bool]:
+    return column == value  # PostgreSQL's deterministic collations and SQLite's BINARY are exact
+
+
+_MYSQL_FENCED = sa.text(
+    "UPDATE task t JOIN nightwatch_leader l ON l.name = :lock"
+    " SET t.status = :new_status, t.message = :new_message, t.updated_at = :now"
+    " WHERE t.id = :task_id AND t.status = :old_status AND CAST(t.status AS BINARY) = :old_status AND l.epoch = :epoch"
+)
+_POSTGRES_FENCED = sa.text(
+    "UPDATE task SET status = :new_status, message = :new_message, updated_at = :now"
+    " FROM (SELECT epoch FROM nightwatch_leader WHERE name = :lock FOR SHARE) l"
+    " WHERE task.id = :task_id AND task.status = :old_status AND l.epoch = :epoch"
+)
+# SQLite runs the statement under its single writer lock: the epoch cannot change between
+# the check in the subquery and the write.
+_SQLITE_FENCED = (
+    sa.update(task)
+    .values(status=sa.bindparam("new_status"), message=sa.bindparam("new_message"), updated_at=sa.bindparam("now"))
+    .where(
+        task.c.id == sa.bindparam("task_id"),
+        task.c.status == sa.bindparam("old_status"),
+        sa.select(nightwatch_leader.c.epoch).where(nightwatch_leader.c.name == sa.bindparam("lock"))
+        .scalar_subquery() == sa.bindparam("epoch"),
+    )
+)
+
+DIALECTS = {
+    "mysql": Dialect("mysql", _binary, lambda c: sa.cast(c, sa.LargeBinary), _MYSQL_FENCED, _mysql_term, _mysql),
+    "postgresql": Dialect("postgresql", _same, lambda c: c, _POSTGRES_FENCED, _on_conflict_term(postgresql.insert),
+                          _postgres),
+    "sqlite": Dialect("sqlite", _same, lambda c: c, _SQLITE_FENCED, _on_conflict_term(sqlite.insert), _sqlite),
+}

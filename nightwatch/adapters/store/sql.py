@@ -1,0 +1,314 @@
+"""SQLTaskStore: the ``task`` table on SQLite, MariaDB/MySQL or PostgreSQL, on SQLAlchemy Core.
+
+One store for every SQL backend; what differs per database lives in ``_dialects``. The
+engine's pool checks a connection before lending it (pre-ping), so after a server restart
+the next call reconnects instead of failing on a dead socket. Every error the driver or
+SQLAlchemy raises is turned into a port error at one boundary (``_db``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from nightwatch.adapters.store._dialects import DIALECTS, Dialect, sqlite_wal
+from nightwatch.adapters.store.schema import nightwatch_leader, task
+from nightwatch.domain.errors import (
+    BackendUnavailableError,
+    ConfigError,
+    DuplicateTaskError,
+    FencedError,
+    NightwatchError,
+    TaskNotFoundError,
+)
+from nightwatch.domain.model import (
+    Fence,
+    NewTask,
+    Task,
+    TaskStatus,
+    check_bigint,
+    check_new_task,
+    check_transition,
+    fit_message,
+)
+from nightwatch.domain.ports import Clock, TaskStore
+
+logger = logging.getLogger(__name__)
+
+# Timestamps are read as the driver gives them (SQLite: text), and parsed leniently by _utc:
+# a value the user's system wrote oddly becomes None instead of failing the whole page.
+_COLUMNS = (task.c.id, task.c.name, task.c.namespace, task.c.info, task.c.status, task.c.user_id,
+            task.c.message, sa.type_coerce(task.c.created_at, sa.String).label("created_at"),
+            sa.type_coerce(task.c.updated_at, sa.String).label("updated_at"))
+_logged_classes: set[str] = set()  # unforeseen error classes already logged with a traceback
+_logged_mutex = threading.Lock()
+
+
+class SQLTaskStore(TaskStore):
+    """``where`` names the backend in messages, e.g. ``store.mysql (db:3306)``."""
+
+    def __init__(self, engine: Engine, clock: Clock, where: str,
+                 create_database: Callable[[], None] | None = None) -> None:
+        self.engine = engine
+        self._create_database = create_database  # run before migrating (MariaDB/MySQL)
+        self.where = where
+        self._clock = clock
+        self._dialect: Dialect = DIALECTS[engine.dialect.name]
+
+    # -- the boundary ----------------------------------------------------------------------
+
+    @contextmanager
+    def _boundary(self) -> Iterator[None]:
+        try:
+            yield
+        except NightwatchError:
+            raise
+        except Exception as e:
+            raise self.translate(e) from e
+
+    @contextmanager
+    def _db(self) -> Iterator[Connection]:
+        with self._boundary(), self.engine.connect() as conn:
+            yield conn
+
+    def translate(self, e: BaseException) -> NightwatchError:
+        """The port error for any exception of the driver, SQLAlchemy or the OS."""
+        if isinstance(e, NightwatchError):
+            return e
+        if isinstance(e, sa.exc.TimeoutError):  # the pool had no connection to lend in time
+            return BackendUnavailableError(f"{self.where}: {e}".splitlines()[0])
+        cause: BaseException = getattr(e, "orig", None) or e
+        known = self._dialect.classify(cause, self.where, str(getattr(e, "statement", None) or ""))
+        if known is not None:
+            return known
+        if isinstance(e, sa.exc.DBAPIError) and e.connection_invalidated or isinstance(cause, OSError):
+            return BackendUnavailableError(f"{self.where}: {cause}")
+        name = f"{type(cause).__module__}.{type(cause).__qualname__}"
+        with _logged_mutex:
+            first = name not in _logged_classes
+            _logged_classes.add(name)
+        if first:
+            logger.warning("%s: unforeseen %s, treated as transient", self.where, name, exc_info=cause)
+        return BackendUnavailableError(f"{self.where}: {name}: {cause}".splitlines()[0])
+
+    def _now(self) -> datetime:
+        """Naive UTC from the injected clock: the columns are timezone-less, sessions in UTC."""
+        return self._clock.now().astimezone(UTC).replace(tzinfo=None)
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def migrate(self, stop: threading.Event | None = None) -> None:
+        from nightwatch.adapters.store import migrations  # Alembic is needed by this command only
+
+        with self._boundary():
+            if self._create_database is not None:
+                self._create_database()
+            migrations.upgrade(self.engine, stop=stop)
+
+    def schema_status(self) -> tuple[str | None, str]:
+        """(the database's revision, the revision this nightwatch needs)."""
+        from nightwatch.adapters.store import migrations
+
+        with self._boundary():
+            return migrations.current(self.engine), migrations.head()
+
+    # -- TaskStore -------------------------------------------------------------------------
+
+    def add(self, new: NewTask) -> Task:
+        check_new_task(new)
+        now = self._now()
+        values = {"name": new.name, "namespace": new.namespace, "info": new.info, "status": str(new.status),
+                  "user_id": new.user_id, "created_at": now, "updated_at": now}
+        try:
+            with self._db() as conn:
+                inserted = conn.execute(sa.insert(task).values(values))
+                new_id = inserted.inserted_primary_key[0]  # type: ignore[index]
+                row = conn.execute(sa.select(*_COLUMNS).where(task.c.id == new_id)).one()
+                conn.commit()
+        except DuplicateTaskError as e:
+            raise DuplicateTaskError(f"a task named {new.name!r} already exists in {new.namespace!r}") from e
+        return _task(row)
+
+    def get(self, task_id: int) -> Task:
+        check_bigint("id", task_id)
+        with self._db() as conn:
+            row = conn.execute(sa.select(*_COLUMNS).where(task.c.id == task_id)).one_or_none()
+        if row is None:
+            raise TaskNotFoundError(task_id)
+        return _task(row)
+
+    def page(self, statuses: Sequence[str] | None, after_id: int, limit: int) -> list[Task]:
+        """One index seek per status (``status = ? AND id > ? ORDER BY id``), merged by id: an
+        ``IN`` list over several statuses would sort every matching row for each page."""
+        check_bigint("id", after_id)
+        query = sa.select(*_COLUMNS).where(task.c.id > after_id).order_by(task.c.id).limit(limit)
+        with self._db() as conn:
+            if statuses is None:
+                rows = list(conn.execute(query))
+            else:
+                rows = [r for s in dict.fromkeys(map(str, statuses))
+                        for r in conn.execute(query.where(self._dialect.exact(task.c.status, s)))]
+        return sorted((_task(r) for r in rows), key=lambda t: t.id)[:limit]
+
+    def count_by_status(self) -> dict[str, int]:
+        key = self._dialect.group_key(task.c.status).label("status")
+        with self._db() as conn:
+            rows = conn.execute(sa.select(key, sa.func.count()).group_by(key)).all()
+        return {_text(status): int(n) for status, n in rows}
+
+    def begin_term(self, name: str) -> int:
+        with self._db() as conn:
+            epoch = self._dialect.begin_term(conn, name)
+            conn.commit()
+        return epoch
+
+    def current_epoch(self, name: str) -> int:
+        with self._db() as conn:
+            return self._epoch(conn, name)
+
+    @staticmethod
+    def _epoch(conn: Connection, name: str) -> int:
+        epoch = conn.execute(
+            sa.select(nightwatch_leader.c.epoch).where(nightwatch_leader.c.name == name)
+        ).scalar_one_or_none()
+        return int(epoch or 0)
+
+    def transition(
+        self,
+        task_id: int,
+        old: TaskStatus,
+        new: TaskStatus,
+        message: str | None = None,
+        fence: Fence | None = None,
+    ) -> bool:
+        check_transition(old, new)
+        params: dict[str, Any] = {"new_status": str(new), "new_message": fit_message(message), "now": self._now(),
+                                  "task_id": task_id, "old_status": str(old)}
+        with self._db() as conn:
+            if fence is None:
+                statement: sa.Executable = (
+                    sa.update(task).where(task.c.id == task_id, self._dialect.exact(task.c.status, str(old)))
+                    .values(status=str(new), message=params["new_message"], updated_at=params["now"])
+                )
+                written = conn.execute(statement).rowcount == 1
+            else:
+                written = conn.execute(
+                    self._dialect.fenced_update, {**params, "lock": fence.name, "epoch": fence.epoch}
+                ).rowcount == 1
+            conn.commit()
+            if not written and fence is not None and self._epoch(conn, fence.name) != fence.epoch:
+                raise FencedError(fence.name, fence.epoch)
+        return written
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+# -- rows -------------------------------------------------------------------------------------
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    return "" if value is None else str(value)
+
+
+def _utc(value: Any) -> datetime | None:
+    """A timestamp from the database as an aware UTC datetime (naive = already UTC)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:  # MySQL zero dates and other oddities the user may have written
+            return None
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _task(row: Row[Any]) -> Task:
+    id_, name, namespace, info, status, user_id, message, created_at, updated_at = row
+    return Task(
+        id=int(id_), name=_text(name), namespace=_text(namespace), info=_text(info), status=_text(status),
+        user_id=int(user_id or 0), message=None if message is None else _text(message),
+        created_at=_utc(created_at), updated_at=_utc(updated_at),
+    )
+
+
+# -- engines, one per backend's config keys ---------------------------------------------------
+
+def sqlite_store(path: str, clock: Clock, *, timeout: float = 10.0) -> SQLTaskStore:
+    """One file shared by the processes of a host: WAL so readers are not blocked, a busy
+    timeout so writers queue instead of failing."""
+    if path != ":memory:":
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"store.sqlite: cannot create {path}: {e} (check store.sqlite.path)") from e
+    engine = sa.create_engine(
+        sa.URL.create("sqlite", database=path), isolation_level="AUTOCOMMIT", pool_pre_ping=True,
+        connect_args={"timeout": timeout, "check_same_thread": False},
+        poolclass=sa.pool.StaticPool if path == ":memory:" else None,
+    )
+    sa.event.listen(engine, "connect", lambda conn, _record: sqlite_wal(conn, timeout))
+    return SQLTaskStore(engine, clock, f"store.sqlite: {path}")
+
+
+def mysql_store(host: str, port: int, user: str, password: str, database: str, clock: Clock, *,
+                connect_timeout: float = 5, read_timeout: float = 10, write_timeout: float = 10,
+                pool_size: int = 4) -> SQLTaskStore:
+    """Sessions in UTC; InnoDB gives up on a row lock before the client gives up on the socket."""
+    lock_wait = max(1, int(read_timeout) - 1)
+    connect_args = {"connect_timeout": connect_timeout, "read_timeout": read_timeout, "write_timeout": write_timeout,
+                    "init_command": f"SET time_zone = '+00:00', innodb_lock_wait_timeout = {lock_wait}"}
+    url = sa.URL.create("mysql+pymysql", username=user, password=password or None, host=host, port=int(port),
+                        database=database, query={"charset": "utf8mb4"})
+    engine = sa.create_engine(
+        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_recycle=3600, pool_size=pool_size,
+        max_overflow=0, pool_timeout=connect_timeout + read_timeout, connect_args=connect_args,
+    )
+
+    def create_database() -> None:  # on a fresh server the database itself may be missing
+        server = sa.create_engine(url.set(database=None), poolclass=sa.pool.NullPool, connect_args=connect_args)
+        try:
+            with server.connect() as conn:  # only when missing: a DML-only user may not create one
+                schemata = sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name")
+                if conn.execute(schemata, {"name": database}).first() is None:
+                    conn.exec_driver_sql(f"CREATE DATABASE `{database.replace('`', '``')}` CHARACTER SET utf8mb4")
+        finally:
+            server.dispose()
+
+    return SQLTaskStore(engine, clock, f"store.mysql ({host}:{port})", create_database)
+
+
+def postgres_store(dsn: str, clock: Clock, *, connect_timeout: float = 5, statement_timeout: float = 10,
+                   pool_size: int = 4) -> SQLTaskStore:
+    """``dsn`` is a libpq URL or key=value string, handed to psycopg as it is."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:  # parsing is not connecting: a malformed DSN fails at start-up
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as e:
+        raise ConfigError(f"store.postgres: malformed dsn: {str(e).strip()} (check store.postgres.dsn)") from e
+    port = str(params.get("port") or "5432")
+    if not all(p.strip().isdigit() for p in port.split(",")):
+        raise ConfigError(f"store.postgres: invalid port {port!r} in the dsn (check store.postgres.dsn)")
+    session: dict[str, Any] = {
+        "autocommit": True, "connect_timeout": max(2, round(connect_timeout)),  # libpq's minimum is 2 s
+        "options": f"{params.get('options') or ''} -c statement_timeout={int(statement_timeout * 1000)}"
+                   " -c TimeZone=UTC".strip(),  # after the DSN's own options, which it would replace
+        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
+    }
+    engine = sa.create_engine(
+        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn, **session),  # the DSN as the user wrote it
+        isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=pool_size, max_overflow=0,
+        pool_timeout=connect_timeout + statement_timeout,
+    )
+    return SQLTaskStore(engine, clock, f"store.postgres ({params.get('host') or 'local socket'}:{port})")

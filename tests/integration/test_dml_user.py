@@ -1,0 +1,65 @@
+"""The production set-up: an admin runs ``db migrate``, the service runs as a database user
+with SELECT, INSERT and UPDATE only. That user runs the daemon and every task command; on
+``db migrate`` it gets one line naming the privilege it lacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+
+import pytest
+from daemons import NIGHTWATCH, wait_until
+from schema_targets import Target, error_line, nightwatch, server_db  # noqa: F401
+
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
+
+
+def test_a_dml_only_user_cannot_migrate_and_is_told_which_privilege_is_missing(
+        server_db: Target) -> None:  # noqa: F811
+    service = server_db.config("service", store=server_db.dml_user())
+    proc = nightwatch(service, "db", "migrate")
+    assert proc.returncode == 2, proc.stderr
+    line = error_line(proc)
+    assert re.search(r"\b(CREATE|ALTER)\b", line), line  # names the privilege to grant
+    assert "task list" not in line
+    # and a read-only command tells it what to do instead
+    assert error_line(nightwatch(service, "task", "list")).endswith("run nightwatch db migrate")
+
+
+def test_a_dml_only_user_runs_the_daemon_and_every_task_command_after_an_admin_migrated(
+        server_db: Target) -> None:  # noqa: F811
+    service = server_db.config("service", store=server_db.dml_user())
+    admin = server_db.config("admin")
+    assert nightwatch(admin, "db", "migrate").returncode == 0
+
+    assert nightwatch(service, "db", "status").stdout.strip() == "schema at 0004: up to date"
+    assert nightwatch(service, "db", "migrate").returncode == 0  # at head: nothing to do, no DDL
+    submitted = nightwatch(service, "task", "submit", "--name", "hello", "--namespace", "default",
+                           "--image", "busybox", "--command", "true", "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    task_id = json.loads(submitted.stdout)["id"]
+    listed = nightwatch(service, "task", "list", "--json")
+    assert [t["name"] for t in json.loads(listed.stdout)] == ["hello"], listed.stderr
+    assert json.loads(nightwatch(service, "task", "get", str(task_id), "--json").stdout)["status"] == "Normal"
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NIGHTWATCH_CONFIG", "NIGHTWATCH_REPLICA")}
+    with open(service.parent / "daemon.log", "wb") as log:
+        daemon = subprocess.Popen([*NIGHTWATCH, "run", "--config", str(service)], stdout=log, stderr=log,
+                                  env=env, cwd=service.parent, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: server_db.admin.statuses().get(task_id) == "Succeeded", 30,
+                   lambda: f"task {task_id} Succeeded\n{(service.parent / 'daemon.log').read_text()}")
+        status = nightwatch(service, "status", "--json")
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["epoch"] >= 1
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(5)
+    text = (service.parent / "daemon.log").read_text()
+    assert "Traceback" not in text and "denied" not in text.lower() and "permission" not in text.lower(), text
