@@ -171,7 +171,7 @@ def test_run_once_waits_the_retry_interval_between_attempts_while_the_store_is_d
     store = InMemoryTaskStore(clock)
     attempts = []
 
-    def down():
+    def down(stop=None):
         attempts.append(time.monotonic())
         raise BackendUnavailableError("db down")
 
