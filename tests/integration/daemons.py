@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import shutil
 import signal
@@ -198,7 +199,10 @@ class Replica:
         return time.time()
 
     def resume(self) -> float:
-        resumed = time.time()
+        """The time of the resume, to the millisecond, floored: log lines carry truncated
+        milliseconds, so a line the replica logs in that same millisecond must not read as
+        earlier. (Stopped since its pause, the replica did nothing in that millisecond before.)"""
+        resumed = math.floor(time.time() * 1000) / 1000
         self.proc.send_signal(signal.SIGCONT)
         self.paused = False
         return resumed
