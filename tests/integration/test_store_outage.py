@@ -82,6 +82,48 @@ def test_postgres_unknown_role_or_database_names_the_dsn(postgres_dsn: str, uniq
         store.close()
 
 
+@pytest.mark.postgres
+def test_postgres_connection_limit_is_transient_and_missing_connect_names_the_grant(
+    postgres_dsn: str, unique_name: str
+) -> None:
+    """libpq's own FATAL lines: a full role is retried, a missing CONNECT stops with the GRANT."""
+    with postgres_database(postgres_dsn) as dsn:
+        dbname = conninfo_to_dict(dsn)["dbname"]
+        full, denied = f"{unique_name}_full", f"{unique_name}_noconnect"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {full} LOGIN CONNECTION LIMIT 0")
+            conn.execute(f"CREATE ROLE {denied} LOGIN")
+            conn.execute(f"REVOKE CONNECT ON DATABASE {dbname} FROM PUBLIC")
+            conn.execute(f"GRANT CONNECT ON DATABASE {dbname} TO {full}")
+        try:
+            store = postgres_store(make_conninfo(dsn, user=full), SystemClock())
+            with pytest.raises(BackendUnavailableError, match="too many connections for role"):
+                store.count_by_status()
+            store.close()
+            store = postgres_store(make_conninfo(dsn, user=denied), SystemClock())
+            grant = rf"permission denied for database.*\(GRANT CONNECT ON DATABASE {dbname} TO {denied}\)$"
+            with pytest.raises(ConfigError, match=grant):
+                store.count_by_status()
+            store.close()
+        finally:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for role in (full, denied):
+                    conn.execute(f"REVOKE ALL ON DATABASE {dbname} FROM {role}")
+                    conn.execute(f"DROP ROLE {role}")
+
+
+@pytest.mark.parametrize("reason", [
+    'FATAL:  too many connections for role "nwt"',
+    "FATAL:  remaining connection slots are reserved for roles with the SUPERUSER attribute",
+    "invalid response to SSL negotiation: H",
+    "server closed the connection unexpectedly",
+])
+def test_postgres_connection_errors_without_sqlstate_are_transient_unless_known(reason: str) -> None:
+    from nightwatch.adapters.store._dialects import _postgres
+    assert isinstance(_postgres(psycopg.OperationalError(reason), "store.postgres (h:1)", ""),
+                      BackendUnavailableError)
+
+
 @pytest.mark.parametrize("dsn", ["not a dsn", "postgresql://127.0.0.1:notaport/db", "host=127.0.0.1 sslmode=bogus"])
 def test_postgres_malformed_dsn_names_the_key(dsn: str) -> None:
     with pytest.raises(ConfigError, match=r"^store\.postgres: .*check store\.postgres\.dsn"):

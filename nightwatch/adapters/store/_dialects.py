@@ -89,8 +89,13 @@ def _quoted(text: str) -> str:
 # 55P03 lock not available, 57 operator intervention (shutdown, statement timeout), 25006
 # read-only transaction (a standby, or default_transaction_read_only), 58 system I/O.
 _PG_TRANSIENT = ("08", "40", "53", "55P03", "57", "25006", "58", "XX")
-_PG_CONNECT_CONFIG = ("password authentication failed", "no password supplied", "does not exist",
-                      "pg_hba.conf", "authentication failed", "invalid", "connection is bad", "role ")
+# libpq's own messages (no sqlstate) that a retry cannot fix; anything else is transient.
+_PG_CONNECT_CONFIG = re.compile(
+    r"^(connection is bad: )?(password authentication failed for user |no password supplied|role \S+ does not exist"
+    r"|database \S+ does not exist|no pg_hba\.conf entry |invalid connection option "
+    r"|invalid \S+ value|invalid integer value |missing \S+ after |invalid URI |invalid sslmode value)"
+)
+_PG_ALWAYS_TRANSIENT = ("too many connections", "remaining connection slots")
 
 
 def _postgres(e: BaseException, where: str, statement: str) -> NightwatchError | None:
@@ -99,12 +104,17 @@ def _postgres(e: BaseException, where: str, statement: str) -> NightwatchError |
     reason = text.rsplit("FATAL:", 1)[-1].strip().splitlines()[0] if text else type(e).__name__
     diag = getattr(e, "diag", None)
     if state is None:  # failed before a session existed: libpq's own message
-        if type(e).__name__ in ("OperationalError", "InterfaceError") and not any(
-            hint in reason for hint in _PG_CONNECT_CONFIG
-        ):
+        if any(hint in reason for hint in _PG_ALWAYS_TRANSIENT):
             return BackendUnavailableError(f"{where}: {reason}")
-        if any(hint in reason for hint in _PG_CONNECT_CONFIG):
+        denied = re.match(r'permission denied for database "?([^"]+)"?', reason)
+        if denied:
+            user = getattr(getattr(e, "pgconn", None), "user", None)
+            role = user.decode() if isinstance(user, bytes) else "the user of store.postgres.dsn"
+            return ConfigError(f"store.postgres: {reason} (GRANT CONNECT ON DATABASE {denied[1]} TO {role})")
+        if _PG_CONNECT_CONFIG.match(reason):
             return ConfigError(f"store.postgres: {reason} (check store.postgres.dsn)")
+        if type(e).__name__ in ("OperationalError", "InterfaceError"):
+            return BackendUnavailableError(f"{where}: {reason}")
         return None
     if state in ("28P01", "28000", "3D000"):
         return ConfigError(f"store.postgres: {reason} (check store.postgres.dsn)")
