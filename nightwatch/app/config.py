@@ -242,11 +242,10 @@ def _check_task_sync(config: Mapping[str, Any]) -> None:
     key = "watchers.task.spec"
     interval = _longest_gap(parse_schedule(task.get("spec", "@every 2s"), key), key)
     grace = task.get("missing_grace", 60.0)
-    floor = max(MIN_MISSING_GRACE, interval)
-    if grace < floor:
+    if grace < MIN_MISSING_GRACE:
         raise ConfigError(
-            f"watchers.task.missing_grace: must be at least {floor:g}s (5s, and the task watcher's interval "
-            f"{interval:g}s, so a Job is looked for more than once before its task fails), got {grace:g}s"
+            f"watchers.task.missing_grace: must be at least {MIN_MISSING_GRACE:g}s, so one LIST that missed "
+            f"a Job does not fail its task, got {grace:g}s"
         )
     ttl = config["jobs"]["defaults"]["ttl_seconds_after_finished"]
     least = math.ceil(interval + grace)

@@ -136,7 +136,7 @@ def test_a_bad_forbidden_grace_is_one_line_naming_the_key(tmp_path, value):
     ("jobs: {defaults: {ttl_seconds_after_finished: 100}}\nwatchers: {task: {spec: '@every 1m'}}",
      "jobs.defaults.ttl_seconds_after_finished: must be at least 120"),
     ("jobs: {defaults: {ttl_seconds_after_finished: 100}}\nwatchers: {task: {spec: '0 */5 * * * *'}}",
-     "watchers.task.missing_grace: must be at least 300s"),
+     "jobs.defaults.ttl_seconds_after_finished: must be at least 360"),
     ("watchers: {task: {spec: '0 0 0 31 2 *'}}", "watchers.task.spec: '0 0 0 31 2 *' never runs"),
     ("watchers: {task: {spec: '@every 9000000h'}}", "watchers.task.spec: @every must be at most 365 days"),
     ("jobs: {kubernetes: {qps: .nan}}", "jobs.kubernetes.qps: expected a finite number"),
@@ -171,6 +171,8 @@ def test_a_value_that_would_break_the_daemon_is_refused_naming_the_key_and_range
     "jobs: {kubernetes: {request_timeout: 60s, qps: 0.1, burst: 1}}",
     "watchers: {task: {missing_grace: 5s}}",
     "watchers: {task: {spec: '@every 10s', missing_grace: 10s}}",
+    "watchers: {task: {spec: '@every 5m'}}",  # a grace shorter than the interval: one look suffices
+    "watchers: {task: {spec: '@every 1m', missing_grace: 5s}}",
 ])
 def test_the_limits_themselves_are_allowed(tmp_path, text):
     load_config(write(tmp_path, text))
