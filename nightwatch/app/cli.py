@@ -1,4 +1,4 @@
-"""The command line (DESIGN §6). Errors are one line on stderr, never a traceback."""
+"""The command line. Errors are one line on stderr, never a traceback."""
 
 from __future__ import annotations
 

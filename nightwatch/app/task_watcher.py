@@ -1,4 +1,4 @@
-"""The task watcher: launch ``Normal`` tasks as Jobs, then follow in-flight Jobs (DESIGN §4)."""
+"""The task watcher: launch ``Normal`` tasks as Jobs, then follow in-flight Jobs."""
 
 from __future__ import annotations
 

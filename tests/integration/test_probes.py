@@ -14,8 +14,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ops_cluster import free_port, http_get, wait_for
@@ -175,6 +176,29 @@ def run_in_thread(daemon: Daemon) -> threading.Thread:
     return thread
 
 
+@pytest.fixture
+def serve() -> Iterator[Callable[[dict[str, Any]], str]]:
+    """``serve(overrides)``: a daemon built from the config, running in a thread behind its HTTP
+    server; returns the /readyz URL. Stopped, and checked to have stopped, after the test."""
+    running: list[tuple[Any, Daemon, Any, threading.Thread]] = []
+
+    def start(overrides: dict[str, Any]) -> str:
+        config = load_config(overrides={**overrides, "jobs": {"backend": "fake"}, "server": {"listen": ""}})
+        container = build_container(config)
+        daemon = container.daemon()
+        server = start_server("127.0.0.1:0", daemon, container.metrics(), config["lock"]["ttl"])
+        running.append((container, daemon, server, run_in_thread(daemon)))
+        return f"http://127.0.0.1:{server.server_address[1]}/readyz"
+
+    yield start
+    for container, daemon, server, thread in running:
+        daemon.request_stop()
+        thread.join(10)
+        server.shutdown()
+        container.shutdown_resources()
+        assert not thread.is_alive()
+
+
 def assert_fast(answers: list[tuple[float, int, str]]) -> None:
     slowest = max(answers)
     print(f"{len(answers)} probes, slowest {slowest[0] * 1000:.1f} ms: {slowest[1]} {slowest[2].strip()}")
@@ -182,24 +206,18 @@ def assert_fast(answers: list[tuple[float, int, str]]) -> None:
 
 
 @pytest.mark.postgres
-def test_readyz_answers_within_200ms_while_the_store_hangs(pg: str, unique_name: str) -> None:
+def test_readyz_answers_within_200ms_while_the_store_hangs(
+        pg: str, unique_name: str, serve: Callable[[dict[str, Any]], str]) -> None:
     params = conninfo_to_dict(pg)
     proxy = FreezingProxy((str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)))
-    config = load_config(overrides={
-        "store": {"backend": "postgres", "postgres": {
-            "dsn": make_conninfo(pg, host="127.0.0.1", port=str(proxy.port)),
-            "connect_timeout": "1s", "statement_timeout": "1s"}},
-        "lock": {"backend": "memory", "name": unique_name, "identity": "hung-store", "ttl": "2s",
-                 "renew_interval": "500ms", "renew_deadline": "1500ms", "retry_interval": "500ms"},
-        "jobs": {"backend": "fake"},
-        "server": {"listen": ""},
-    })
-    container = build_container(config)
-    daemon = container.daemon()
-    server = start_server("127.0.0.1:0", daemon, container.metrics(), config["lock"]["ttl"])
-    url = f"http://127.0.0.1:{server.server_address[1]}/readyz"
-    thread = run_in_thread(daemon)
     try:
+        url = serve({
+            "store": {"backend": "postgres", "postgres": {
+                "dsn": make_conninfo(pg, host="127.0.0.1", port=str(proxy.port)),
+                "connect_timeout": "1s", "statement_timeout": "1s"}},
+            "lock": {"backend": "memory", "name": unique_name, "identity": "hung-store", "ttl": "2s",
+                     "renew_interval": "500ms", "renew_deadline": "1500ms", "retry_interval": "500ms"},
+        })
         wait_for(lambda: timed_get(url)[2].startswith("leader"), 10, "a ready leader")
         healthy = probe_for(url, 1.0)
         assert_fast(healthy)
@@ -220,33 +238,22 @@ def test_readyz_answers_within_200ms_while_the_store_hangs(pg: str, unique_name:
         wait_for(lambda: timed_get(url)[1] == 200, 15, "/readyz to recover with the store", 0.2)
     finally:
         proxy.close()
-        daemon.request_stop()
-        thread.join(10)
-        server.shutdown()
-        container.shutdown_resources()
-    assert not thread.is_alive()
 
 
 @pytest.mark.redis
 def test_readyz_of_a_standby_answers_within_200ms_while_its_redis_is_stopped(
-        stoppable_redis: tuple[str, subprocess.Popen[bytes]], unique_name: str) -> None:
+        stoppable_redis: tuple[str, subprocess.Popen[bytes]], unique_name: str,
+        serve: Callable[[dict[str, Any]], str]) -> None:
     redis_url, redis_proc = stoppable_redis
     holder = RedisLeaderLock(unique_name, [redis_url], "the-leader", ttl=30.0)
     assert holder.acquire()  # another replica leads: this daemon stays a standby
-    config = load_config(overrides={
-        "store": {"backend": "memory"},
-        "lock": {"backend": "redis", "name": unique_name, "identity": "standby", "ttl": "4s",
-                 "renew_interval": "500ms", "renew_deadline": "3s", "retry_interval": "500ms",
-                 "redis": {"urls": [redis_url]}},
-        "jobs": {"backend": "fake"},
-        "server": {"listen": ""},
-    })
-    container = build_container(config)
-    daemon = container.daemon()
-    server = start_server("127.0.0.1:0", daemon, container.metrics(), config["lock"]["ttl"])
-    url = f"http://127.0.0.1:{server.server_address[1]}/readyz"
-    thread = run_in_thread(daemon)
     try:
+        url = serve({
+            "store": {"backend": "memory"},
+            "lock": {"backend": "redis", "name": unique_name, "identity": "standby", "ttl": "4s",
+                     "renew_interval": "500ms", "renew_deadline": "3s", "retry_interval": "500ms",
+                     "redis": {"urls": [redis_url]}},
+        })
         wait_for(lambda: timed_get(url)[2].startswith("standby (leader: the-leader)"), 10, "a ready standby")
         redis_proc.send_signal(signal.SIGSTOP)
         stopped = probe_for(url, 4.0)
@@ -256,12 +263,7 @@ def test_readyz_of_a_standby_answers_within_200ms_while_its_redis_is_stopped(
         wait_for(lambda: timed_get(url)[1] == 200, 10, "/readyz to recover with Redis", 0.2)
     finally:
         redis_proc.send_signal(signal.SIGCONT)
-        daemon.request_stop()
-        thread.join(10)
-        server.shutdown()
-        container.shutdown_resources()
         holder.close()
-    assert not thread.is_alive()
 
 
 def test_an_idle_client_is_disconnected_and_others_are_served() -> None:
