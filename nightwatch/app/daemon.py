@@ -154,7 +154,7 @@ class Daemon:
                 if self._migrate_mode == "off":
                     self._check_schema()
                 else:
-                    self._upgrade_schema()
+                    self._upgrade_schema(deadline)
             except BackendUnavailableError as e:
                 if self._stop.is_set():
                     break
@@ -169,7 +169,7 @@ class Daemon:
                               f"{needed}: run nightwatch db migrate")
         self.migrated = True
 
-    def _upgrade_schema(self) -> None:
+    def _upgrade_schema(self, deadline: float = math.inf) -> None:
         outcome: list[BaseException | None] = []
 
         def upgrade() -> None:
@@ -183,11 +183,13 @@ class Daemon:
         self.migrating = True
         try:
             worker.start()
-            while worker.is_alive() and not self._stop.is_set():
+            while worker.is_alive() and not self._stop.is_set() and time.monotonic() < deadline:
                 self.heartbeat = time.monotonic()
                 worker.join(STANDBY_POLL)
         finally:
             self.migrating = False
+        if not outcome and not self._stop.is_set():  # past the deadline: the caller says so
+            return
         if not outcome:  # stopped while it ran: the process exits without waiting for the DDL
             logger.info("shutdown during the schema migration: not waiting for it")
             return

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -137,3 +139,21 @@ def test_run_once_upgrades_the_users_table_itself(workdir: Path) -> None:
     ran = cli("run", "--once", "--wait", "5")
     assert ran.returncode == 0, ran.stderr
     assert cli("db", "status").stdout.strip() == f"schema at {HEAD}: up to date"
+
+
+def test_run_once_gives_up_at_its_wait_while_another_process_holds_the_migration_lock(workdir: Path) -> None:
+    users_table(workdir / "nightwatch.db")
+    with open(workdir / "nightwatch.db.migrate.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another nightwatch migrating, for ever
+        started = time.monotonic()
+        try:
+            ran = subprocess.run([*NIGHTWATCH, "run", "--once", "--wait", "3"], capture_output=True, text=True,
+                                 timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("run --once --wait 3 was still waiting for the migration lock after 20s")
+        took = time.monotonic() - started
+    assert ran.returncode == 1, ran.stderr
+    errors = [line for line in ran.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and errors[0].endswith("the schema could not be checked or upgraded within 3s"), ran.stderr
+    assert "Traceback" not in ran.stderr, ran.stderr
+    assert took < 10, took
