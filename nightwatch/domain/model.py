@@ -145,6 +145,9 @@ def check_new_task(task: NewTask) -> None:
         if len(value) > limit:
             raise TaskValueError(f"task.{column}: {len(value)} characters, at most {limit} fit")
     check_bigint("user_id", task.user_id)
+    size = len(task.info.encode("utf-8", "surrogatepass"))
+    if size > TEXT_BYTES:  # MySQL's TEXT: refused the same way on every store, never cut
+        raise TaskValueError(f"task.info: {size} bytes, at most {TEXT_BYTES} fit")
 
 
 def fit_message(message: str | None) -> str | None:

@@ -330,7 +330,8 @@ def test_the_seed_table_and_its_rows_work_after_migrate(backend: StoreBackend) -
     (new("ok", namespace="n" * 46), "task.namespace: 46 characters, at most 45 fit"),
     (new("ok", status="S" * 46), "task.status: 46 characters, at most 45 fit"),
     (new("ok", user_id=2**63), f"task.user_id: {2**63} is out of range ({-2**63} to {2**63 - 1})"),
-], ids=["name", "namespace", "status", "user_id"])
+    (NewTask("ok", "default", "é" * 32768, 0, N), "task.info: 65536 bytes, at most 65535 fit"),
+], ids=["name", "namespace", "status", "user_id", "info"])
 def test_a_value_that_does_not_fit_is_refused_with_the_same_message_everywhere(
         store: TaskStore, task: NewTask, message: str) -> None:
     with pytest.raises(TaskValueError) as e:

@@ -266,7 +266,8 @@ def mysql_store(host: str, port: int, user: str, password: str, database: str, c
     """Sessions in UTC; InnoDB gives up on a row lock before the client gives up on the socket."""
     lock_wait = max(1, int(read_timeout) - 1)
     connect_args = {"connect_timeout": connect_timeout, "read_timeout": read_timeout, "write_timeout": write_timeout,
-                    "init_command": f"SET time_zone = '+00:00', innodb_lock_wait_timeout = {lock_wait}"}
+                    "init_command": f"SET time_zone = '+00:00', innodb_lock_wait_timeout = {lock_wait},"
+                                    " sql_mode = CONCAT_WS(',', @@sql_mode, 'STRICT_TRANS_TABLES')"}
     url = sa.URL.create("mysql+pymysql", username=user, password=password or None, host=host, port=int(port),
                         database=database, query={"charset": "utf8mb4"})
     engine = sa.create_engine(
