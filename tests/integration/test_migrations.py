@@ -232,6 +232,22 @@ def test_a_schema_a_newer_nightwatch_migrated_is_refused_in_one_line(db: Databas
         migrations.upgrade(db.engine)
 
 
+@pytest.mark.parametrize("db", [pytest.param("mysql", marks=pytest.mark.mysql),
+                                pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True)
+def test_ddl_the_server_refuses_for_good_stops_naming_the_revision(db: Database) -> None:
+    """Not an outage to retry: a MyISAM table cannot take LOCK=NONE, a name is taken already."""
+    seed(db)
+    if db.kind == "mysql":
+        db.run("ALTER TABLE task ENGINE=MyISAM")
+        revision = "0002"
+    else:
+        db.run("CREATE TABLE idx_task_status_id (x int)")  # the index's name, taken by a table
+        revision = "0004"
+    with pytest.raises(ConfigError, match=rf"^schema migration {revision} failed: .+") as e:
+        migrations.upgrade(db.engine)
+    assert "\n" not in str(e.value)
+
+
 # -- how the index is built --------------------------------------------------------------------
 
 @pytest.mark.parametrize("db", [pytest.param("mysql", marks=pytest.mark.mysql),

@@ -21,7 +21,7 @@ from sql_databases import MySQLServer, mysql_database, postgres_database
 
 from nightwatch.adapters.clock import SystemClock
 from nightwatch.adapters.store.sql import mysql_store, postgres_store, sqlite_store
-from nightwatch.domain.errors import BackendUnavailableError, ConfigError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, TaskValueError
 from nightwatch.domain.model import NewTask, TaskStatus
 from nightwatch.domain.ports import TaskStore
 
@@ -282,6 +282,18 @@ def test_mysql_missing_privilege_names_the_grant(mysql_url: str, unique_name: st
             store.close()
         finally:
             server.execute(database, f"DROP USER '{user}'@'%'")
+
+
+@pytest.mark.mysql
+def test_mysql_a_character_the_column_cannot_hold_names_the_column(mysql_url: str) -> None:
+    """MariaDB names the column `db`.`task`.`name`: the message names ``name``, not the database."""
+    with mysql_database(mysql_url) as (server, database):
+        store = mysql_store(server.host, server.port, server.user, server.password, database, SystemClock())
+        store.migrate()
+        server.execute(database, "ALTER TABLE task MODIFY name VARCHAR(45) CHARACTER SET latin1 NOT NULL")
+        with pytest.raises(TaskValueError, match=r"^task\.name: "):
+            store.add(NewTask("emoji-\U0001F600", "default", INFO))
+        store.close()
 
 
 @pytest.mark.postgres

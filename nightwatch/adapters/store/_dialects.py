@@ -73,8 +73,10 @@ def _mysql(e: BaseException, where: str, statement: str) -> NightwatchError | No
             return TaskIdConflictError(ID_CLASH.format(id=_quoted(text), hint=""))
         return DuplicateTaskError(text)
     if code in (1406, 1264, 1366):
-        column = re.search(r"column [`']?(\w+)", text)
-        return _too_long(column[1] if column else "?")
+        column = re.search(r"column ((?:`[^`]*`\.)*)?[`']?(\w+)", text)  # `db`.`task`.`name`: the last part
+        if code == 1366 and column:
+            return TaskValueError(f"task.{column[2]}: a character the column's character set cannot hold")
+        return _too_long(column[2] if column else "?")
     return None
 
 

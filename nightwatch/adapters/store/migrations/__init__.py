@@ -106,9 +106,37 @@ def upgrade(engine: Engine, *, stop: threading.Event | None = None) -> None:
             conn.commit()
             found = RELEASE_0_1
         logger.info("migrating the schema from %s to %s", found or "nothing", target)
-        command.upgrade(cfg, "head")
+        try:
+            command.upgrade(cfg, "head")
+        except sa.exc.DBAPIError as e:
+            _refused_for_good(e, conn, cfg)
+            raise
         conn.commit()
     logger.info("schema at %s", target)
+
+
+# DDL the server refuses whatever the retry: LOCK=NONE not supported (MariaDB 1845, MySQL 1846),
+# a column or index name taken (1060, 1061; PostgreSQL 42701, 42P07).
+_DDL_REFUSED = {1845, 1846, 1060, 1061, "42701", "42P07"}
+
+
+def _refused_for_good(e: sa.exc.DBAPIError, conn: Connection, cfg: Config) -> None:
+    """ConfigError naming the revision that failed, when retrying cannot help."""
+    orig = e.orig
+    args = getattr(orig, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else getattr(orig, "sqlstate", None)  # PyMySQL: errno
+    if code not in _DDL_REFUSED:
+        return
+    done: str | None = "?"
+    with contextlib.suppress(Exception):
+        conn.rollback()
+        done = _current(conn)
+        conn.commit()
+    failed = next((r.revision for r in ScriptDirectory.from_config(cfg).walk_revisions()
+                   if r.down_revision == done), "after " + str(done))
+    reason = str(orig).strip().splitlines()[0]
+    raise ConfigError(f"schema migration {failed} failed: {reason} (not retried: fix the task table, "
+                      "or apply `nightwatch db migrate --sql` by hand)") from e
 
 
 def offline_sql(dialect_name: str, start: str | None = None) -> str:
