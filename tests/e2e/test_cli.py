@@ -211,6 +211,14 @@ def test_an_unusable_path_stops_startup_with_one_line(workdir, section, key, com
     assert not (workdir / "nightwatch.db").exists()  # refused before the store was touched
 
 
+def test_config_validate_creates_no_directory_and_first_use_does(workdir):
+    (workdir / "nested.yaml").write_text("store: {sqlite: {path: data/sub/nightwatch.db}}\nserver: {listen: ''}\n")
+    assert cli("config", "validate", "--config", "nested.yaml").returncode == 0
+    assert not (workdir / "data").exists()
+    assert cli("task", "list", "--config", "nested.yaml").returncode == 0
+    assert (workdir / "data" / "sub" / "nightwatch.db").is_file()
+
+
 def test_config_validate_checks_schedules_without_starting(workdir):
     ok = cli("config", "validate")
     assert ok.stdout.strip() == f"config OK: read from {workdir / 'config' / 'nightwatch.yaml'}"

@@ -246,16 +246,19 @@ def _task(row: Row[Any]) -> Task:
 def sqlite_store(path: str, clock: Clock, *, timeout: float = 10.0) -> SQLTaskStore:
     """One file shared by the processes of a host: WAL so readers are not blocked, a busy
     timeout so writers queue instead of failing."""
-    if path != ":memory:":
-        try:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"store.sqlite: cannot create {path}: {e} (check store.sqlite.path)") from e
+    def make_parent(*_: Any) -> None:  # at the first connect, so building the store creates nothing
+        if path != ":memory:":
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"store.sqlite: cannot create {path}: {e} (check store.sqlite.path)") from e
+
     engine = sa.create_engine(
         sa.URL.create("sqlite", database=path), isolation_level="AUTOCOMMIT", pool_pre_ping=True,
         connect_args={"timeout": timeout, "check_same_thread": False},
         poolclass=sa.pool.StaticPool if path == ":memory:" else None,
     )
+    sa.event.listen(engine, "do_connect", make_parent)
     sa.event.listen(engine, "connect", lambda conn, _record: sqlite_wal(conn, timeout))
     return SQLTaskStore(engine, clock, f"store.sqlite: {path}")
 
