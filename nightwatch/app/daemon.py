@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -11,12 +12,13 @@ from concurrent.futures import wait as wait_futures
 
 from nightwatch.app.elector import LeaderElector
 from nightwatch.app.scheduler import Scheduler
-from nightwatch.domain.errors import BackendUnavailableError, ConfigError, FencedError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, FencedError, LockTimeoutError
 from nightwatch.domain.model import Fence
 from nightwatch.domain.ports import TaskStore
 
 logger = logging.getLogger(__name__)
 
+MIGRATE_BACKOFF, MIGRATE_BACKOFF_CAP = 5.0, 60.0  # seconds after a migration's lock timeout, doubling
 STANDBY_POLL = 0.25  # a standby checks for shutdown at least this often while it waits
 CANCELLED_RUN_GRACE = 1.0  # how long `run --once` lets a cancelled run wind down before closing
 
@@ -148,6 +150,7 @@ class Daemon:
         there (``off``), retrying while the store is away, until done or stopped. The upgrade
         runs on a thread of its own so the loop keeps its heartbeat (``/healthz``) through a
         long index build or a wait for another replica's migration; a stop ends the wait."""
+        lock_timeouts = 0
         while not self._stop.is_set() and not self.migrated and time.monotonic() < deadline:
             self.heartbeat = time.monotonic()
             try:
@@ -158,9 +161,13 @@ class Daemon:
             except BackendUnavailableError as e:
                 if self._stop.is_set():
                     break
-                logger.warning("store unavailable, staying a standby: %s; retrying in %.1fs", e,
-                               self._retry_interval)
-                self._stop.wait(min(self._retry_interval, max(0.0, deadline - time.monotonic())))
+                delay = self._retry_interval
+                if isinstance(e, LockTimeoutError):  # each attempt queues the user's writes: back off
+                    lock_timeouts += 1
+                    delay = min(MIGRATE_BACKOFF_CAP, MIGRATE_BACKOFF * 2 ** (lock_timeouts - 1))
+                    delay *= random.uniform(0.75, 1.25)  # replicas that failed together retry apart
+                logger.warning("store unavailable, staying a standby: %s; retrying in %.1fs", e, delay)
+                self._stop.wait(min(delay, max(0.0, deadline - time.monotonic())))
 
     def _check_schema(self) -> None:
         found, needed = self.store.schema_status()

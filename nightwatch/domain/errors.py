@@ -58,6 +58,11 @@ class BackendUnavailableError(NightwatchError):
         self.retry_after = retry_after
 
 
+class LockTimeoutError(BackendUnavailableError):
+    """A schema migration gave up waiting for a table lock another session holds: retried later,
+    backing off, so the user's writes are not queued behind each attempt."""
+
+
 class JobForbiddenError(BackendUnavailableError):
     """The job backend forbids launching in this namespace for now (an access rule that may
     still be catching up with a config change). Retried with backoff, but not an outage: the

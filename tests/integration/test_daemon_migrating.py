@@ -130,3 +130,61 @@ def test_once_the_other_migration_is_done_the_daemon_migrates_and_becomes_ready(
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10) == 0
+
+
+@pytest.mark.postgres
+def test_a_migration_behind_an_open_transaction_barely_blocks_the_users_writes(
+        postgres_dsn: str, unique_name: str) -> None:
+    """A report's transaction stays open on task while the daemon's schema phase runs for 15 s:
+    each attempt at the exclusive lock queues the user's INSERTs for at most the lock timeout,
+    and attempts back off, so the writer is blocked a small part of the time."""
+    import threading
+
+    import psycopg
+    from sql_databases import SEED_DIR, postgres_database, postgres_execute, sql_statements
+
+    from nightwatch.app.config import load_config
+    from nightwatch.app.container import build_container
+
+    with postgres_database(postgres_dsn) as dsn:
+        postgres_execute(dsn, *sql_statements((SEED_DIR / "task-table.postgres.sql").read_text()))
+        reader = psycopg.connect(dsn)  # a transaction, left open
+        reader.execute("SELECT count(*) FROM task").fetchone()
+        latencies: list[tuple[float, float]] = []  # (when it started, how long it took)
+        done = threading.Event()
+
+        def write() -> None:
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                for i in range(1000):
+                    if done.is_set():
+                        return
+                    started = time.monotonic()
+                    conn.execute("INSERT INTO task (name, namespace, info, status) VALUES (%s, 'default', '{}',"
+                                 " 'Succeeded')", (f"w-{i}",))
+                    latencies.append((started, time.monotonic() - started))
+                    time.sleep(0.1)
+
+        config = load_config(overrides={
+            "store": {"backend": "postgres", "postgres": {"dsn": dsn}},
+            "lock": {"backend": "memory", "name": unique_name, "retry_interval": "1s"},
+            "jobs": {"backend": "fake"}, "server": {"listen": ""}})
+        container = build_container(config)
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            time.sleep(0.5)
+            started = time.monotonic()
+            assert container.daemon().run_once(15.0) == 1  # never got the lock: the reader is still open
+            took = time.monotonic() - started
+        finally:
+            done.set()
+            writer.join(10)
+            reader.close()
+            container.shutdown_resources()
+        end = started + took
+        during = [t for at, t in latencies if started <= at < end]
+        blocked = sum(min(at + t, end) - at for at, t in latencies if started <= at < end and t > 0.05)
+        print(f"schema phase {took:.1f}s: {len(during)} INSERTs, worst {max(during):.2f}s, "
+              f"blocked {blocked:.1f}s ({100 * blocked / took:.0f}% of the time)")
+        assert max(during) <= 2.5
+        assert blocked / took <= 0.35

@@ -275,7 +275,7 @@ def test_on_postgres_the_index_waits_for_the_users_open_transaction_and_never_bl
         errors: list[BaseException] = []
         builder = threading.Thread(target=lambda: _capture(errors, lambda: migrations.upgrade(db.make_engine())))
         builder.start()
-        until = time.monotonic() + 11  # past the migration's 10 s lock_timeout
+        until = time.monotonic() + 11  # past the migration's 2 s lock_timeout
         while time.monotonic() < until:
             started = time.monotonic()
             db.run("SET lock_timeout = '1s'", "INSERT INTO task (name, namespace, info) VALUES"

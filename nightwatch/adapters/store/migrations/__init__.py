@@ -36,7 +36,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from nightwatch.domain.errors import BackendUnavailableError, ConfigError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, LockTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ VERSION_TABLE = "nightwatch_alembic_version"
 RELEASE_0_1 = "0003"  # the revision whose schema equals what nightwatch 0.1's migrate made
 LOCK_NAME = "nightwatch_migrate"
 LOCK_POLL = 0.5  # seconds between attempts at the migration lock (and checks of ``stop``)
-LOCK_TIMEOUT = "10s"  # PostgreSQL: give up on a table lock rather than queue the user's writes behind it
+LOCK_TIMEOUT = 2  # seconds: give up on a table lock rather than queue the user's writes behind it
 DDL_READ_TIMEOUT = 3600  # MySQL: seconds the client waits for one DDL statement (an index on a big table)
 
 
@@ -110,6 +110,7 @@ def upgrade(engine: Engine, *, stop: threading.Event | None = None) -> None:
             command.upgrade(cfg, "head")
         except sa.exc.DBAPIError as e:
             _refused_for_good(e, conn, cfg)
+            _lock_timed_out(e, engine)
             raise
         conn.commit()
     logger.info("schema at %s", target)
@@ -137,6 +138,33 @@ def _refused_for_good(e: sa.exc.DBAPIError, conn: Connection, cfg: Config) -> No
     reason = str(orig).strip().splitlines()[0]
     raise ConfigError(f"schema migration {failed} failed: {reason} (not retried: fix the task table, "
                       "or apply `nightwatch db migrate --sql` by hand)") from e
+
+
+# Lock wait timeouts: PostgreSQL's lock_not_available, MariaDB/MySQL's lock wait (metadata locks too).
+_LOCK_TIMED_OUT = {"55P03", 1205}
+_PG_BLOCKERS = sa.text(
+    "SELECT pid, usename, state, now() - xact_start AS open_for, left(query, 80) AS query FROM pg_stat_activity"
+    " WHERE pid IN (SELECT pid FROM pg_locks WHERE relation = 'task'::regclass AND granted)"
+    " AND pid <> pg_backend_pid()")
+_MYSQL_BLOCKERS = sa.text(
+    "SELECT p.id, p.user, p.host, t.trx_started, left(t.trx_query, 80) FROM information_schema.innodb_trx t"
+    " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id WHERE p.id <> CONNECTION_ID()")
+
+
+def _lock_timed_out(e: sa.exc.DBAPIError, engine: Engine) -> None:
+    """LockTimeoutError, after logging the sessions that hold task (once per attempt)."""
+    args = getattr(e.orig, "args", ())
+    code = args[0] if args and isinstance(args[0], int) else getattr(e.orig, "sqlstate", None)
+    if code not in _LOCK_TIMED_OUT:
+        return
+    blockers: list[str] = []
+    with contextlib.suppress(Exception), engine.connect() as conn:
+        query = _PG_BLOCKERS if engine.dialect.name == "postgresql" else _MYSQL_BLOCKERS
+        blockers = [" ".join(str(v) for v in row) for row in conn.execute(query)]
+    logger.warning("schema migration gave up after %ss waiting for a lock on task; held by: %s", LOCK_TIMEOUT,
+                   "; ".join(blockers) or "nobody any more")
+    raise LockTimeoutError(f"schema migration waited {LOCK_TIMEOUT}s for a lock on task held by another "
+                           "session (an open transaction?)") from e
 
 
 def offline_sql(dialect_name: str, start: str | None = None) -> str:
@@ -197,13 +225,13 @@ def _migration_connection(engine: Engine) -> Iterator[Connection]:
     try:
         if name == "postgresql":
             conn.execute(sa.text("SELECT set_config('statement_timeout', '0', false),"
-                                 " set_config('lock_timeout', :t, false)"), {"t": LOCK_TIMEOUT})
+                                 " set_config('lock_timeout', :t, false)"), {"t": f"{LOCK_TIMEOUT}s"})
         elif name in ("mysql", "mariadb"):
             raw = conn.connection.dbapi_connection
             # PyMySQL keeps the socket timeout in this attribute and re-applies it per read; the
             # store's read_timeout (seconds) would cut a long ALTER short.
             raw._read_timeout = DDL_READ_TIMEOUT  # type: ignore[union-attr]
-            conn.execute(sa.text("SET SESSION lock_wait_timeout = 10"))
+            conn.execute(sa.text(f"SET SESSION lock_wait_timeout = {LOCK_TIMEOUT}"))
         conn.commit()
         yield conn
     finally:
