@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Builds the nightwatch container image and prints its reference as the last line.
 #
-#   scripts/build-image.sh                 # FROM python:3.11-slim (pulled), deps from PyPI
-#   scripts/build-image.sh --base local    # FROM a Debian base made here; no network in the build
+#   scripts/build-image.sh                 # FROM python:3.11-slim, which the engine must be able to pull
+#   scripts/build-image.sh --base local    # FROM a Debian base made here; works offline
 #   scripts/build-image.sh --tag registry.example.com/nightwatch:0.1.0
 #
 # The engine is Docker when an engine answers (`docker info`), else podman (NIGHTWATCH_ENGINE
-# forces one). With `--base local` the script first makes, once, what the build needs and keeps
-# it under $NIGHTWATCH_IMAGE_CACHE (default ~/.cache/nightwatch-image):
-#   - a base image: mmdebstrap of this host's Debian release with python3, python3-venv and
+# forces one). The script first makes, once, what the build needs and keeps it under
+# $NIGHTWATCH_IMAGE_CACHE (default ~/.cache/nightwatch-image):
+#   - with `--base local`, a base image: mmdebstrap of this host's Debian release with python3, python3-venv and
 #     ca-certificates, imported as localhost/nightwatch-base:<release>-<hash of the recipe>;
-#   - a wheelhouse: `pip wheel` of requirements.lock with this host's /usr/bin/python3 (the same
-#     Debian python3 as in the base, so markers such as async-timeout's come out right), one
-#     directory per lock-file hash.
+#   - always, a wheelhouse: `pip wheel` of requirements.lock with this host's /usr/bin/python3
+#     (NIGHTWATCH_WHEEL_PYTHON; the same Python version as the base's, so markers and binary
+#     wheels come out right), one directory per lock-file hash.
 # The wheelhouse is linked into ./wheelhouse/ (git-ignored), which the Dockerfile installs from
-# without an index. Without a wheelhouse there, the Dockerfile installs the same pins from PyPI.
+# without an index, so no RUN step needs the network.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -78,26 +78,24 @@ if [ "$base" = local ]; then
     "${engine_cmd[@]}" import --quiet "$tarball" "$base" >/dev/null
     log "base image $base imported"
   fi
-
-  wheel_python=${NIGHTWATCH_WHEEL_PYTHON:-/usr/bin/python3}
-  pyver=$("$wheel_python" -c 'import platform; print(platform.python_version())')
-  lockhash=$(sha256sum requirements.lock | cut -c1-16)
-  wheels=$cache/wheels-$lockhash-py$pyver
-  if [ ! -d "$wheels" ]; then
-    log "making the wheelhouse with $wheel_python (Python $pyver)"
-    rm -rf "$wheels.part"
-    "$wheel_python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
-      --requirement requirements.lock --wheel-dir "$wheels.part" >&2
-    mv "$wheels.part" "$wheels"
-    log "wheelhouse ready: $(ls "$wheels" | wc -l) wheels"
-  fi
-  rm -rf wheelhouse
-  mkdir wheelhouse
-  # Hard links when the cache is on the same file system, copies otherwise.
-  cp --link "$wheels"/*.whl wheelhouse/ 2>/dev/null || cp "$wheels"/*.whl wheelhouse/
-else
-  rm -rf wheelhouse
 fi
+
+wheel_python=${NIGHTWATCH_WHEEL_PYTHON:-/usr/bin/python3}
+pyver=$("$wheel_python" -c 'import platform; print(platform.python_version())')
+lockhash=$(sha256sum requirements.lock | cut -c1-16)
+wheels=$cache/wheels-$lockhash-py$pyver
+if [ ! -d "$wheels" ]; then
+  log "making the wheelhouse with $wheel_python (Python $pyver)"
+  rm -rf "$wheels.part"
+  "$wheel_python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+    --requirement requirements.lock --wheel-dir "$wheels.part" >&2
+  mv "$wheels.part" "$wheels"
+  log "wheelhouse ready: $(ls "$wheels" | wc -l) wheels"
+fi
+rm -rf wheelhouse
+mkdir wheelhouse
+# Hard links when the cache is on the same file system, copies otherwise.
+cp --link "$wheels"/*.whl wheelhouse/ 2>/dev/null || cp "$wheels"/*.whl wheelhouse/
 
 revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 log "building $tag from $base with $engine"

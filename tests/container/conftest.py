@@ -39,8 +39,9 @@ def image() -> Iterator[str]:
     print(f"image built in {time.monotonic() - started:.1f}s")
     ref = result.stdout.strip().splitlines()[-1]
     yield ref
-    # Untagged, not removed: removing would prune the layers the next session's build reuses.
-    podman("untag", ref, ref, check=False)  # this name only: the image may have others
+    # Removed, or the session's images pile up; --no-prune keeps the cached layers (the parent
+    # images) the next session's build reuses.
+    podman("rmi", "--no-prune", ref, check=False)
 
 
 @pytest.fixture
