@@ -132,7 +132,7 @@ class LeaderElector:
             self.lock.release()
             return self._retry_interval
         self.role = Role.LEADER
-        self.fence = Fence(self.lock.name, epoch)
+        self.fence = Fence(self.lock.name, epoch, self.identity)
         self.last_renewed = started
         self._valid_until = started + validity
         self._next_renew = started + self._renew_interval

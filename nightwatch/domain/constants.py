@@ -3,11 +3,13 @@
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "nightwatch"
 TASK_ID_LABEL = "nightwatch.io/task-id"
+ATTEMPT_LABEL = "nightwatch.io/attempt"  # absent on Jobs of nightwatch < 0.3: read as attempt 1
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 CONTAINER_NAME = "task"
 
 TASK_TABLE = "task"
 LEADER_TABLE = "nightwatch_leader"
+EVENT_TABLE = "task_event"
 SCHEMA_TABLE = "nightwatch_schema"
 
 

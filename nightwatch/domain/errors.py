@@ -29,8 +29,10 @@ class IllegalTransitionError(NightwatchError):
 
 
 class TaskNotFoundError(NightwatchError, KeyError):
-    def __init__(self, task_id: int) -> None:
-        super().__init__(f"no task with id {task_id}")
+    """``task_id``: the id asked for, or a description such as ``'x' in namespace 'y'``."""
+
+    def __init__(self, task_id: int | str) -> None:
+        super().__init__(f"no task with id {task_id}" if isinstance(task_id, int) else f"no task {task_id}")
         self.task_id = task_id
 
     def __str__(self) -> str:  # KeyError would quote the message
@@ -80,6 +82,10 @@ class JobRejectedError(NightwatchError):
 
 class JobConflictError(JobRejectedError):
     """A Job with this name exists and was not created for this task."""
+
+
+class JobNotFoundError(NightwatchError):
+    """The task's current attempt has no Job (or no log) to show."""
 
 
 class LeadershipLostError(NightwatchError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,7 @@ class TaskStatus(enum.StrEnum):
     RUNNING = "Running"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    CANCELLED = "Cancelled"  # terminal: cancelled on request, its Job (if any) deleted
 
     @classmethod
     def parse(cls, value: str) -> TaskStatus:
@@ -29,17 +31,28 @@ class TaskStatus(enum.StrEnum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED})
+TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 IN_FLIGHT = (TaskStatus.PENDING, TaskStatus.RUNNING)
 
-# The whole state machine. Terminal states never change; nothing moves backwards.
+# The whole state machine within one attempt. Terminal states never change; nothing moves
+# backwards. Starting the next attempt is a separate move (``can_requeue``).
 ALLOWED_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.NORMAL: frozenset({TaskStatus.PENDING, TaskStatus.FAILED}),
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.SUCCEEDED, TaskStatus.FAILED}),
-    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED}),
+    TaskStatus.NORMAL: frozenset({TaskStatus.PENDING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
+    TaskStatus.PENDING: frozenset(
+        {TaskStatus.RUNNING, TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED}
+    ),
+    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.SUCCEEDED: frozenset(),
     TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELLED: frozenset(),
 }
+
+# The next-attempt move: attempt + 1, back to ``Normal``. From ``Failed`` or ``Cancelled``
+# (a retry), from ``Succeeded`` only when forced; from an in-flight status when its Job
+# failed and retries are left (automatic retry); from ``Normal`` when the user's system
+# reset a finished task to ``Normal`` itself (treated as a retry, never as adoption).
+REQUEUE_FROM = frozenset({TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.PENDING, TaskStatus.RUNNING,
+                          TaskStatus.NORMAL})
 
 
 def can_transition(current: TaskStatus, new: TaskStatus) -> bool:
@@ -50,6 +63,16 @@ def check_transition(current: str, new: str) -> None:
     """Raise unless ``current -> new`` is an allowed move (unknown statuses never are)."""
     if not can_transition(TaskStatus.parse(current), TaskStatus.parse(new)):
         raise IllegalTransitionError(current, new)
+
+
+def can_requeue(current: TaskStatus, *, force: bool = False) -> bool:
+    """Whether the next attempt may start from ``current`` (``Succeeded`` needs ``force``)."""
+    return current in REQUEUE_FROM or (force and current is TaskStatus.SUCCEEDED)
+
+
+def check_requeue(current: str, *, force: bool = False) -> None:
+    if not can_requeue(TaskStatus.parse(current), force=force):
+        raise IllegalTransitionError(current, TaskStatus.NORMAL)
 
 
 class JobPhase(enum.StrEnum):
@@ -65,7 +88,10 @@ class JobPhase(enum.StrEnum):
 @dataclass(frozen=True)
 class JobState:
     phase: JobPhase
-    message: str = ""  # for FAILED: the reason, e.g. "BackoffLimitExceeded: Job has reached ..."
+    message: str = ""  # for FAILED: the reason, e.g. "exit code 3: oops"
+    # for FAILED: whether running it again may help (non-zero exit, deadline, eviction, a
+    # lost node). False for what a retry cannot fix, e.g. an image that cannot be pulled.
+    retryable: bool = True
 
 
 _PHASE_TARGET = {
@@ -99,6 +125,11 @@ class Task:
     message: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    attempt: int = 1  # 1 for the first run; each retry starts the next
+    cancel_requested_at: datetime | None = None  # set (by anyone) to ask for a cancel
+    cancel_reason: str | None = None  # who asked and why, free text
+    retry_at: datetime | None = None  # a Normal task is not launched before this (retry delay)
+    finished_at: datetime | None = None  # when nightwatch wrote this attempt's terminal status
 
     @property
     def known_status(self) -> TaskStatus | None:
@@ -106,6 +137,65 @@ class Task:
             return TaskStatus(self.status)
         except ValueError:
             return None
+
+    @property
+    def job_name(self) -> str:
+        return job_name(self.name, self.attempt)
+
+
+def job_name(task_name: str, attempt: int) -> str:
+    """The deterministic Job name of one attempt: the task name for attempt 1 (the seed's
+    rule), ``<name>-<attempt>`` after, still a DNS-1123 label of at most 63 characters. A name
+    too long for the suffix keeps a prefix and a hash of the whole name, so two long names
+    that share a prefix never get the same Job name."""
+    if attempt <= 1:
+        return task_name
+    suffix = f"-{attempt}"
+    if len(task_name) + len(suffix) <= JOB_NAME_MAX:
+        return task_name + suffix
+    digest = hashlib.sha256(task_name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    prefix = task_name[: JOB_NAME_MAX - len(suffix) - len(digest) - 1].rstrip("-")
+    return f"{prefix}-{digest}{suffix}"
+
+
+JOB_NAME_MAX = 63
+
+
+@dataclass(frozen=True)
+class TaskEvent:
+    """One transition of one task, written in the same statement or transaction as it."""
+
+    task_id: int
+    attempt: int  # the task's attempt after the transition
+    at: datetime | None
+    from_status: str
+    to_status: str
+    message: str | None = None
+    epoch: int | None = None  # the leadership term that wrote it; None for a user's request
+    replica: str = ""  # who wrote it: a replica's identity, or e.g. "cli"
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class TaskQuery:
+    """A filtered listing, newest first, keyset-paged: ``before_id`` is the last id of the
+    previous page (None for the first). Every filter is optional and they combine with AND."""
+
+    statuses: tuple[str, ...] = ()
+    namespace: str | None = None
+    name: str | None = None
+    user_id: int | None = None
+    since: datetime | None = None  # created at or after
+    before_id: int | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """What ``request_cancel`` did: the task as it is now and whether this call asked."""
+
+    task: Task
+    requested: bool  # False: already finished, or a cancel was already pending
 
 
 @dataclass(frozen=True)
@@ -123,6 +213,7 @@ class Fence:
 
     name: str
     epoch: int
+    replica: str = ""  # the identity of the replica holding the term, recorded in events
 
 
 # The widths of the task table's columns (the seed's DDL): every store refuses what does not

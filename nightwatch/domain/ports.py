@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from nightwatch.domain.jobspec import JobSpec
-from nightwatch.domain.model import Fence, JobState, NewTask, Task, TaskStatus
+from nightwatch.domain.model import (
+    CancelRequest,
+    Fence,
+    JobState,
+    NewTask,
+    Task,
+    TaskEvent,
+    TaskQuery,
+    TaskStatus,
+)
 
 
 class Clock(Protocol):
@@ -67,6 +76,9 @@ class TaskStore(Protocol):
         new: TaskStatus,
         message: str | None = None,
         fence: Fence | None = None,
+        *,
+        attempt: int | None = None,
+        replica: str = "",
     ) -> bool:
         """Set ``new`` (and ``message``) if the task's status is still ``old`` and, with a
         fence, ``fence.epoch`` is still current, in one statement or transaction.
@@ -74,7 +86,63 @@ class TaskStore(Protocol):
         Returns False when the status moved on (someone else wrote first). Raises
         FencedError when the epoch check refused the write; IllegalTransitionError when
         ``old -> new`` is not allowed by the state machine.
+
+        ``attempt``, when given, is compared too (the write applies only to that attempt).
+        A write that applies records its ``TaskEvent`` (the task's attempt, ``fence.epoch``
+        and ``fence.replica``, or ``replica`` without a fence) in the same statement or
+        transaction; a refused or lost write records none. A terminal ``new`` sets
+        ``finished_at``.
         """
+        ...
+
+    def requeue(
+        self,
+        task_id: int,
+        old: TaskStatus,
+        attempt: int,
+        message: str | None = None,
+        *,
+        retry_at: datetime | None = None,
+        force: bool = False,
+        fence: Fence | None = None,
+        replica: str = "",
+    ) -> bool:
+        """Start the next attempt: if the task is still ``old`` at ``attempt``, set ``Normal``,
+        ``attempt + 1``, ``message``, ``retry_at``, and clear ``finished_at`` and the cancel
+        request; with its event (from ``old`` to ``Normal``), in one statement or transaction.
+
+        False when the task moved on; FencedError and IllegalTransitionError as
+        ``transition`` (``Succeeded`` needs ``force``).
+        """
+        ...
+
+    def request_cancel(self, task_id: int, reason: str | None = None, *, replica: str = "") -> CancelRequest:
+        """Ask for a cancel: set ``cancel_requested_at`` (now) and ``cancel_reason`` unless the
+        task is terminal or a cancel is already pending; the leader carries it out. Only the
+        two cancel columns are written (no status change, no event). TaskNotFoundError."""
+        ...
+
+    def find(self, name: str, namespace: str) -> Task:
+        """The task with this name in this namespace (byte for byte). TaskNotFoundError."""
+        ...
+
+    def query(self, q: TaskQuery) -> list[Task]:
+        """Tasks matching ``q``, newest (highest id) first, at most ``q.limit``, keyset-paged
+        on ``q.before_id``."""
+        ...
+
+    def count(self, q: TaskQuery) -> int:
+        """How many tasks match ``q``'s filters (``before_id`` and ``limit`` included: with them
+        it is how many are left after this page)."""
+        ...
+
+    def events(self, task_id: int, limit: int = 1000) -> list[TaskEvent]:
+        """The task's events, oldest first (by time, then id), at most ``limit`` (the newest)."""
+        ...
+
+    def prune_events(self, before: datetime, limit: int = 10_000) -> int:
+        """Delete at most ``limit`` events older than ``before``; how many went. Only events:
+        task rows are never deleted."""
         ...
 
     def close(self) -> None: ...
@@ -86,10 +154,12 @@ class LaunchOutcome(enum.StrEnum):
 
 
 class JobGateway(Protocol):
-    """Where Jobs run. A Job is named after its task and labelled with the task id."""
+    """Where Jobs run. One Job per attempt of a task, named ``task.job_name`` and labelled
+    with the task id and the attempt; the calls act on the task's current attempt."""
 
     def launch(self, task: Task, spec: JobSpec) -> LaunchOutcome:
-        """Create the Job for ``task``, or adopt it if one labelled with this task's id exists.
+        """Create the Job for ``task``, or adopt it if one labelled with this task's id and
+        attempt exists (a Job of another attempt is never adopted).
 
         JobConflictError: a Job with that name exists for something else. JobRejectedError:
         refused for good (the message is the backend's own). BackendUnavailableError: try later.
@@ -101,6 +171,19 @@ class JobGateway(Protocol):
 
         Costs one (paged) list per namespace, never one call per task.
         """
+        ...
+
+    def cancel(self, task: Task) -> None:
+        """Stop and delete the Job of the task's current attempt (Kubernetes: propagation
+        Background; local: SIGTERM to its process group, SIGKILL after a grace). A Job that
+        is already gone is not an error. BackendUnavailableError: try later."""
+        ...
+
+    def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
+        """The output of the current attempt's Job, line by line (without newlines): the last
+        ``tail`` lines (None = all), then, with ``follow``, new lines as they come until the
+        Job ends. Memory stays bounded whatever the log's size. JobNotFoundError when there
+        is no Job or no log yet; BackendUnavailableError."""
         ...
 
     def close(self) -> None: ...

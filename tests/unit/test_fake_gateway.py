@@ -10,7 +10,7 @@ import pytest
 
 from nightwatch.adapters.clock import FakeClock
 from nightwatch.adapters.jobs.fake import BACKOFF_LIMIT_EXCEEDED, DEADLINE_EXCEEDED, FakeJobGateway
-from nightwatch.domain.constants import MANAGED_BY_LABEL, TASK_ID_LABEL
+from nightwatch.domain.constants import ATTEMPT_LABEL, MANAGED_BY_LABEL, TASK_ID_LABEL
 from nightwatch.domain.errors import BackendUnavailableError, JobConflictError, JobRejectedError
 from nightwatch.domain.jobspec import JobDefaults, JobSpec
 from nightwatch.domain.model import JobPhase, JobState, Task
@@ -104,7 +104,7 @@ def test_jobs_carry_nightwatchs_labels() -> None:
 
     job = gateway.jobs[("default", "labelled")]
 
-    assert job.labels == {MANAGED_BY_LABEL: "nightwatch", TASK_ID_LABEL: "42"}
+    assert job.labels == {MANAGED_BY_LABEL: "nightwatch", TASK_ID_LABEL: "42", ATTEMPT_LABEL: "1"}
     assert (job.task_id, job.spec) == (42, SLEEP_5)
 
 

@@ -3,9 +3,13 @@
 The fake behaves like the Kubernetes API server and Job controller for the calls nightwatch
 makes, with time taken from the injected ``Clock`` (``FakeClock.advance`` moves every Job on):
 
-- A Job is keyed by ``(namespace, name)`` and labelled with its task's id. Launching a task
-  whose Job exists adopts it when the label is this task's id (``ADOPTED``, not recorded in
-  ``created``) and raises ``JobConflictError`` otherwise.
+- A Job is keyed by ``(namespace, name)``, named ``task.job_name`` (one per attempt) and
+  labelled with its task's id and attempt. Launching a task whose Job exists adopts it when
+  both labels are this task's id and attempt (``ADOPTED``, not recorded in ``created``) and
+  raises ``JobConflictError`` otherwise.
+- ``cancel`` deletes the current attempt's Job (recorded in ``cancelled``); ``logs`` returns
+  the lines the simulated container printed: ``echo`` prints its arguments, a failing Job
+  prints ``fake: failing`` to its log, anything else prints nothing.
 - Phase rule, from the moment ``t0`` the Job was created:
   ``Pending`` until ``t0 + start_delay``, then ``Running`` for the run time, then
   ``Succeeded`` -- or ``Failed`` with ``"BackoffLimitExceeded: Job has reached the specified
@@ -23,7 +27,8 @@ makes, with time taken from the injected ``Clock`` (``FakeClock.advance`` moves 
   server's ``namespaces "x" not found``; a bad Job name or an empty image is refused as the
   API server's validation would (``JobRejectedError``).
 
-Tests read the plain public attributes (``jobs``, ``created``, ``list_calls``, ``get_calls``)
+Tests read the plain public attributes (``jobs``, ``created``, ``cancelled``, ``list_calls``,
+``get_calls``)
 and inject faults with ``fail_next_creates``, ``unavailable`` and ``delete()``.
 """
 
@@ -31,12 +36,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nightwatch.adapters.jobs.recording import append_line
-from nightwatch.domain.constants import MANAGED_BY_LABEL, MANAGED_BY_VALUE, TASK_ID_LABEL
-from nightwatch.domain.errors import BackendUnavailableError, JobConflictError, JobRejectedError
+from nightwatch.domain.constants import ATTEMPT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TASK_ID_LABEL
+from nightwatch.domain.errors import BackendUnavailableError, JobConflictError, JobNotFoundError, JobRejectedError
 from nightwatch.domain.jobspec import JobDefaults, JobSpec
 from nightwatch.domain.model import JobPhase, JobState, Task
 from nightwatch.domain.ports import Clock, JobGateway, LaunchOutcome
@@ -59,6 +64,11 @@ class FakeJob:
     ends_at: float
     final: JobState
     labels: dict[str, str] = field(default_factory=dict)
+    output: tuple[str, ...] = ()  # the lines its container prints, by the end
+
+    def belongs_to(self, task: Task) -> bool:
+        return (self.labels.get(TASK_ID_LABEL) == str(task.id)
+                and self.labels.get(ATTEMPT_LABEL, "1") == str(task.attempt))
 
     def state(self, now: float) -> JobState:
         if now < self.starts_at:
@@ -102,7 +112,8 @@ class FakeJobGateway(JobGateway):
         self.namespaces = namespaces
         self.record_path = record_path
         self.jobs: dict[tuple[str, str], FakeJob] = {}
-        self.created: list[tuple[str, str, int]] = []  # (namespace, name, task id) per real create
+        self.created: list[tuple[str, str, int]] = []  # (namespace, job name, task id) per real create
+        self.cancelled: list[tuple[str, str, int]] = []  # (namespace, job name, task id) per cancel
         self.list_calls = 0  # one per namespace per observe
         self.get_calls = 0  # one per launch that met an existing Job
         self.fail_next_creates = 0  # the next N launches raise BackendUnavailableError
@@ -118,22 +129,22 @@ class FakeJobGateway(JobGateway):
                 self.fail_next_creates -= 1
                 raise BackendUnavailableError("fake: injected transient failure on create")
             self._validate(task, spec)
-            key = (task.namespace, task.name)
+            key = (task.namespace, task.job_name)
             now = self._clock.monotonic()
             self._collect(now)
             existing = self.jobs.get(key)
             if existing is not None:
                 self.get_calls += 1
-                if existing.labels.get(TASK_ID_LABEL) == str(task.id):
+                if existing.belongs_to(task):
                     return LaunchOutcome.ADOPTED
                 raise JobConflictError(
-                    f"a Job named {task.name!r} already exists in namespace {task.namespace!r} "
-                    "and was not created for this task"
+                    f"a Job named {task.job_name!r} already exists in namespace {task.namespace!r} "
+                    f"and was not created for this task (attempt {task.attempt})"
                 )
             self.jobs[key] = self._new_job(task, spec, now)
-            self.created.append((task.namespace, task.name, task.id))
+            self.created.append((task.namespace, task.job_name, task.id))
             if self.record_path:
-                append_line(self.record_path, f"{task.id} {task.namespace}/{task.name}\n")
+                append_line(self.record_path, f"{task.id} {task.namespace}/{task.job_name}\n")
             return LaunchOutcome.CREATED
 
     def observe(self, tasks: Sequence[Task]) -> Mapping[int, JobState]:
@@ -148,10 +159,30 @@ class FakeJobGateway(JobGateway):
             for namespace, members in by_namespace.items():
                 self.list_calls += 1  # one LIST per namespace
                 for task in members:
-                    job = self.jobs.get((namespace, task.name))
-                    if job is not None and job.labels.get(TASK_ID_LABEL) == str(task.id):
+                    job = self.jobs.get((namespace, task.job_name))
+                    if job is not None and job.belongs_to(task):
                         result[task.id] = job.state(now)
             return result
+
+    def cancel(self, task: Task) -> None:
+        with self._mutex:
+            self._check_available()
+            key = (task.namespace, task.job_name)
+            job = self.jobs.get(key)
+            if job is not None and job.belongs_to(task):
+                del self.jobs[key]
+                self.cancelled.append((task.namespace, task.job_name, task.id))
+
+    def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
+        """What the container printed so far (all of it once the Job ended; ``follow`` adds
+        nothing more: the fake's clock does not move while a caller waits)."""
+        with self._mutex:
+            self._check_available()
+            job = self.jobs.get((task.namespace, task.job_name))
+            if job is None or not job.belongs_to(task):
+                raise JobNotFoundError(f"no Job for attempt {task.attempt} of task {task.id}")
+            lines = list(job.output) if self._clock.monotonic() >= job.starts_at else []
+        return iter(lines[-tail:] if tail is not None and tail > 0 else [] if tail == 0 else lines)
 
     def close(self) -> None:
         self.closed = True
@@ -172,15 +203,15 @@ class FakeJobGateway(JobGateway):
     def _validate(self, task: Task, spec: JobSpec) -> None:
         if self.namespaces is not None and task.namespace not in self.namespaces:
             raise JobRejectedError(f'namespaces "{task.namespace}" not found')
-        if len(task.name) > 63 or not _DNS1123_LABEL.match(task.name):
+        if len(task.job_name) > 63 or not _DNS1123_LABEL.match(task.job_name):
             raise JobRejectedError(
-                f'Job.batch "{task.name}" is invalid: metadata.name: Invalid value: "{task.name}": '
+                f'Job.batch "{task.job_name}" is invalid: metadata.name: Invalid value: "{task.job_name}": '
                 "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
                 "'-', and must start and end with an alphanumeric character (at most 63 characters)"
             )
         if not spec.image.strip():
             raise JobRejectedError(
-                f'Job.batch "{task.name}" is invalid: spec.template.spec.containers[0].image: '
+                f'Job.batch "{task.job_name}" is invalid: spec.template.spec.containers[0].image: '
                 "Required value"
             )
 
@@ -195,16 +226,20 @@ class FakeJobGateway(JobGateway):
         if deadline is not None and run_time > deadline:
             run_time, final = float(deadline), JobState(JobPhase.FAILED, DEADLINE_EXCEEDED)
         starts_at = now + self.start_delay
+        argv = spec.argv
+        output = (" ".join(argv[1:]),) if argv[:1] == ["echo"] else ("fake: failing",) if failing else ()
         return FakeJob(
             namespace=task.namespace,
-            name=task.name,
+            name=task.job_name,
             task_id=task.id,
             spec=spec,
             created_at=now,
             starts_at=starts_at,
             ends_at=starts_at + run_time,
             final=final,
-            labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE, TASK_ID_LABEL: str(task.id)},
+            labels={MANAGED_BY_LABEL: MANAGED_BY_VALUE, TASK_ID_LABEL: str(task.id),
+                    ATTEMPT_LABEL: str(task.attempt)},
+            output=output,
         )
 
     def _collect(self, now: float) -> None:
