@@ -29,6 +29,7 @@ _QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _RESOURCE_NAMES = ("cpu, memory, ephemeral-storage, hugepages-<size>, or a domain-prefixed extended "
                    "resource such as example.com/gpu")
 _QUANTITY_EXAMPLES = '(like "500m", "1Gi", 2 or "1.5")'
+MAX_RETRIES = 100
 
 Quantity = str | int | float  # as written in ``info``: a JSON string or number
 
@@ -40,6 +41,7 @@ class JobSpec:
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     resources: Mapping[str, Mapping[str, Quantity]] = field(default_factory=dict)
+    retries: int | None = None  # automatic retries of a failed Job; None = jobs.defaults.retries
 
     @property
     def argv(self) -> list[str]:
@@ -111,7 +113,18 @@ def parse_info(info: str | bytes | None) -> JobSpec:
         args=_string_list(doc, "args"),
         env=_env(doc.get("env")),
         resources=_resources(doc.get("resources")),
+        retries=_retries(doc.get("retries")),
     )
+
+
+def _retries(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RETRIES:
+        raise InvalidTaskSpecError(
+            f"info.retries must be a whole number from 0 to {MAX_RETRIES}, got {json.dumps(value)[:40]}"
+        )
+    return value
 
 
 def _string_list(doc: Mapping[str, Any], key: str) -> tuple[str, ...]:
