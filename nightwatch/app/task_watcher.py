@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-import math
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TypeVar
 
+from nightwatch.app.launch_backoff import RETRY_BASE, RETRY_MAX, LaunchBackoff
 from nightwatch.app.metrics import Metrics
+from nightwatch.app.task_lifecycle import TaskLifecycle
 from nightwatch.domain.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -22,25 +23,13 @@ from nightwatch.domain.errors import (
 from nightwatch.domain.jobspec import spec_for
 from nightwatch.domain.model import IN_FLIGHT, JobPhase, Task, TaskStatus, next_status
 from nightwatch.domain.ports import Clock, JobGateway, RunContext, TaskStore, Watcher
+from nightwatch.domain.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 KNOWN_STATUSES = frozenset(s.value for s in TaskStatus)
-
-RETRY_BASE = 2.0  # seconds before the first retry of a transient launch failure
-RETRY_MAX = 120.0
 UNEXPECTED_ATTEMPTS = 5  # launches of one task that may meet an unexpected error before it fails
-# 2 s doubled 6 times passes the cap; a larger exponent only risks float overflow
-_MAX_DOUBLINGS = math.ceil(math.log2(RETRY_MAX / RETRY_BASE))
-
-
-@dataclass
-class _Retry:
-    """A task whose last launches failed: how often, and when it may be tried again."""
-
-    failures: int = 0  # in a row, for the backoff
-    unexpected: int = 0  # of those, the ones that met an error nightwatch does not expect
-    not_before: float = 0.0  # monotonic
+__all__ = ["RETRY_BASE", "RETRY_MAX", "UNEXPECTED_ATTEMPTS", "TaskWatcher"]
 
 
 class TaskWatcher(Watcher):
@@ -59,6 +48,8 @@ class TaskWatcher(Watcher):
         name: str = "task",
         metrics: Metrics | None = None,
         count_interval: float = 30.0,
+        retries: int = 0,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -73,7 +64,9 @@ class TaskWatcher(Watcher):
         self._metrics = metrics or Metrics()
         self._pool: ThreadPoolExecutor | None = None
         self._guard = threading.Lock()
-        self._retry: dict[int, _Retry] = {}  # task id -> its failed launches
+        self._backoff = LaunchBackoff(clock)
+        self._lifecycle = TaskLifecycle(store, gateway, clock, self._metrics, retries=retries,
+                                        retry_policy=retry_policy)
         self._missing_since: dict[int, float] = {}  # task id -> when its Job was first missed
         self._unknown_logged: set[str] = set()
         self._unavailable_streak = 0  # launches in a row that met an unavailable backend (_guard)
@@ -99,7 +92,9 @@ class TaskWatcher(Watcher):
             self._pool = None
 
     def launch(self, ctx: RunContext) -> None:
-        """Every ``Normal`` task, oldest first, to the end of the set."""
+        """Every ``Normal`` task, oldest first, to the end of the set: cancel those asked to,
+        start the next attempt of those reset after they finished, skip those backed off or
+        waiting for their ``retry_at``, launch the rest."""
         now = self._clock.monotonic()
         seen: set[int] = set()
         with self._guard:
@@ -109,19 +104,19 @@ class TaskWatcher(Watcher):
             # must not even create them, so check the term before every page of launches.
             self._check_term(ctx)
             seen.update(t.id for t in page)
-            with self._guard:
-                due = [t for t in page if t.id not in self._retry or self._retry[t.id].not_before <= now]
-            self._each(due, lambda t: self._launch_one(t, ctx), ctx)
+            due = [t for t in page if self._backoff.due(t.id, now)]
+            self._each(due, lambda t: self._prepare_and_launch(t, ctx), ctx)
             if self._backend_down():
                 logger.warning("%s watcher: the job backend keeps failing; launching again next run",
                                self.name)
                 return  # go on to sync instead of timing out on every remaining task
         if not ctx.cancelled.is_set():  # a whole pass: forget tasks that are no longer Normal
-            with self._guard:
-                self._retry = {k: v for k, v in self._retry.items() if k in seen}
+            self._backoff.keep_only(seen)
 
     def sync(self, ctx: RunContext) -> None:
-        """Observe every in-flight task's Job in one listing and write only what changed."""
+        """Observe every in-flight task's Job in one listing and write only what changed:
+        requested cancels first (unless the Job was seen succeed), then each Job's progress;
+        a failed Job is retried when it may pass and the task has retries left."""
         # One status at a time: each is an index seek on (status, id), paged in id order.
         tasks = [t for status in IN_FLIGHT for page in self._pages((status,), ctx) for t in page]
         if not tasks or ctx.cancelled.is_set():
@@ -131,27 +126,31 @@ class TaskWatcher(Watcher):
         now = self._clock.monotonic()
         in_flight = {t.id for t in tasks}
         self._missing_since = {k: v for k, v in self._missing_since.items() if k in in_flight}
-        changes: list[tuple[Task, TaskStatus, str | None]] = []
+        changes: list[tuple[Task, Callable[[], object]]] = []
         for task in tasks:
             current = TaskStatus(task.status)
             state = observed.get(task.id)
+            if self._lifecycle.cancel_wins(task, state):
+                changes.append((task, functools.partial(self._lifecycle.cancel_in_flight, task, ctx)))
+                continue
             if state is not None and state.phase is JobPhase.UNKNOWN:
                 continue  # its namespace could not be listed: neither seen nor missing
             if state is None:
                 since = self._missing_since.setdefault(task.id, now)
                 if now - since >= self._missing_grace:
-                    changes.append((task, TaskStatus.FAILED, (
-                        f"job not found: Job {task.namespace}/{task.name} has been missing for "
-                        f"{int(now - since)}s (deleted outside nightwatch?)"
-                    )))
+                    message = (f"job not found: Job {task.namespace}/{task.job_name} has been missing for "
+                               f"{int(now - since)}s (deleted outside nightwatch?)")
+                    changes.append((task, functools.partial(
+                        self._lifecycle.move, task, current, TaskStatus.FAILED, message, ctx)))
                 continue
             self._missing_since.pop(task.id, None)
             new = next_status(current, state)
-            if new is not None:
-                message = state.message or None if state.phase == JobPhase.FAILED else None
-                changes.append((task, new, message))
-        self._each(changes, lambda c: self._move(c[0], TaskStatus(c[0].status), c[1], c[2], ctx), ctx)
-        for task, _, _ in changes:
+            if new is TaskStatus.FAILED:
+                changes.append((task, functools.partial(self._lifecycle.job_failed, task, state, ctx)))
+            elif new is not None:
+                changes.append((task, functools.partial(self._lifecycle.move, task, current, new, None, ctx)))
+        self._each([work for _, work in changes], lambda work: work(), ctx)
+        for task, _ in changes:
             self._missing_since.pop(task.id, None)
 
     def count(self, ctx: RunContext) -> None:
@@ -171,24 +170,30 @@ class TaskWatcher(Watcher):
 
     # -- one task --------------------------------------------------------------------------
 
+    def _prepare_and_launch(self, task: Task, ctx: RunContext) -> None:
+        ready = self._lifecycle.ready(task, ctx)
+        if ready is not None:
+            self._launch_one(ready, ctx)
+
     def _launch_one(self, task: Task, ctx: RunContext) -> None:
         if self._backend_down():
             return  # the backend is down for everyone: leave the rest for the next run
+        move = self._lifecycle.move
         try:
             spec = spec_for(
                 task.name, task.namespace, task.info, self._allowed_namespaces, self._allowed_images
             )
             outcome = self._gateway.launch(task, spec)
         except InvalidTaskSpecError as e:
-            self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"invalid task: {e}", ctx)
+            move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"invalid task: {e}", ctx)
         except JobRejectedError as e:
-            self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"job rejected: {e}", ctx)
+            move(task, TaskStatus.NORMAL, TaskStatus.FAILED, f"job rejected: {e}", ctx)
         except JobForbiddenError as e:  # not an outage; the gateway warned once for its namespace
-            self._backoff(task, e, level=logging.DEBUG)
+            self._backoff.back_off(task, e, level=logging.DEBUG)
         except BackendUnavailableError as e:
             with self._guard:  # pool threads update it concurrently
                 self._unavailable_streak += 1
-            self._backoff(task, e)
+            self._backoff.back_off(task, e)
         except (FencedError, ConfigError):
             raise
         except Exception as e:  # a bug, met by this task only: back off, keep the others going
@@ -196,11 +201,10 @@ class TaskWatcher(Watcher):
         else:
             with self._guard:
                 self._unavailable_streak = 0
-            if self._move(task, TaskStatus.NORMAL, TaskStatus.PENDING, None, ctx):
-                logger.info("task %s: Job %s/%s %s", task.id, task.namespace, task.name, outcome.value,
-                            extra={"task_id": task.id})
-            with self._guard:
-                self._retry.pop(task.id, None)
+            if move(task, TaskStatus.NORMAL, TaskStatus.PENDING, None, ctx):
+                logger.info("task %s: Job %s/%s %s (attempt %d)", task.id, task.namespace, task.job_name,
+                            outcome.value, task.attempt, extra={"task_id": task.id})
+            self._backoff.clear(task.id)
 
     def _backend_down(self) -> bool:
         """Whether ``concurrency`` launches in a row met an unavailable backend."""
@@ -218,46 +222,16 @@ class TaskWatcher(Watcher):
     def _unexpected(self, task: Task, error: Exception, ctx: RunContext) -> None:
         """Retried like a transient error, but only UNEXPECTED_ATTEMPTS times in all: then the
         task fails with the error's message, rather than being retried for ever."""
-        with self._guard:
-            retry = self._retry.setdefault(task.id, _Retry())
-            retry.unexpected += 1
-            attempts = retry.unexpected
+        attempts = self._backoff.unexpected(task)
         what = f"unexpected {type(error).__name__}: {error}"
         if attempts == 1:  # the traceback once, for the bug report; then one line per retry
             logger.exception("task %s: unexpected error while launching", task.id, extra={"task_id": task.id})
         if attempts < UNEXPECTED_ATTEMPTS:
-            self._backoff(task, BackendUnavailableError(what))
+            self._backoff.back_off(task, BackendUnavailableError(what))
             return
-        if self._move(task, TaskStatus.NORMAL, TaskStatus.FAILED,
-                      f"launch failed {attempts} times: {what}", ctx):
-            with self._guard:
-                self._retry.pop(task.id, None)
-
-    def _backoff(self, task: Task, error: BackendUnavailableError, level: int = logging.WARNING) -> None:
-        with self._guard:
-            retry = self._retry.setdefault(task.id, _Retry())
-            retry.failures += 1
-            delay = min(RETRY_BASE * 2 ** min(retry.failures - 1, _MAX_DOUBLINGS), RETRY_MAX)
-            if error.retry_after:
-                delay = max(delay, error.retry_after)
-            retry.not_before = self._clock.monotonic() + delay
-        logger.log(level, "task %s: launch failed (%s); retrying in %.0fs", task.id, error, delay,
-                   extra={"task_id": task.id})
-
-    def _move(self, task: Task, old: TaskStatus, new: TaskStatus, message: str | None,
-              ctx: RunContext) -> bool:
-        try:
-            written = self._store.transition(task.id, old, new, message, ctx.fence)
-        except FencedError:
-            self._metrics.fenced_writes.inc()
-            raise
-        if written:
-            self._metrics.task_transitions.labels(old.value, new.value).inc()
-            logger.info(
-                "task %s: %s -> %s%s", task.id, old.value, new.value, f" ({message})" if message else "",
-                extra={"task_id": task.id, "from": old.value, "to": new.value, "epoch": ctx.epoch},
-            )
-        return written
+        if self._lifecycle.move(task, TaskStatus.NORMAL, TaskStatus.FAILED,
+                                f"launch failed {attempts} times: {what}", ctx):
+            self._backoff.clear(task.id)
 
     # -- plumbing --------------------------------------------------------------------------
 
