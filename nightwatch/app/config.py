@@ -173,7 +173,8 @@ SCHEMA: dict[str, Any] = {
         "allowed_namespaces": strings,
         "allowed_images": strings,
         "defaults": {"backoff_limit": integer(0, 100), "ttl_seconds_after_finished": integer(0, null_ok=True),
-                     "active_deadline_seconds": integer(1, null_ok=True)},
+                     "active_deadline_seconds": integer(1, null_ok=True), "retries": integer(0, 100),
+                     "retry_delay": duration, "retry_delay_max": duration},
         "local": {"state_dir": text(), "record_path": text(null_ok=True)},
         "fake": {"default_duration": number(0), "start_delay": number(0), "record_path": text(null_ok=True)},
         "kubernetes": {"kubeconfig": text(null_ok=True), "context": text(null_ok=True), "qps": number(0.1),
@@ -181,6 +182,7 @@ SCHEMA: dict[str, Any] = {
                        "request_timeout": duration_up_to(60.0, "the API server's default limit on a request"),
                        "forbidden_grace": duration},
     },
+    "history": {"retention": duration},
     "watchers": "*watchers",
     "server": {"listen": listen, "shutdown_timeout": duration},
     "log": {"level": one_of("debug", "info", "warning", "error"), "format": one_of("text", "json")},
@@ -211,7 +213,15 @@ def check(config: Mapping[str, Any]) -> dict[str, Any]:
     out["jobs"].setdefault("fake", {})
     _check_lock(out["lock"])
     _check_task_sync(out)
+    _check_retry_delay(out["jobs"].get("defaults", {}))
     return out
+
+
+def _check_retry_delay(defaults: Mapping[str, Any]) -> None:
+    delay, cap = defaults.get("retry_delay"), defaults.get("retry_delay_max")
+    if delay is not None and cap is not None and delay > cap:
+        raise ConfigError(f"jobs.defaults.retry_delay: must be at most jobs.defaults.retry_delay_max "
+                          f"({cap:g}s), got {delay:g}s")
 
 
 def _check_lock(lock: Mapping[str, Any]) -> None:

@@ -25,6 +25,7 @@ from nightwatch.app.scheduler import Scheduler
 from nightwatch.domain.errors import ConfigError
 from nightwatch.domain.jobspec import JobDefaults
 from nightwatch.domain.ports import Clock
+from nightwatch.domain.retry import RetryPolicy
 
 # An environment switch older test builds honoured to turn fencing off. Nothing honours it
 # now; a deployment that still sets it is refused, so nobody believes it is in effect.
@@ -82,8 +83,16 @@ def redis_lock(cfg: dict[str, Any], identity: str, clock: Clock) -> Any:
     )
 
 
+JOB_DEFAULT_KEYS = ("backoff_limit", "ttl_seconds_after_finished", "active_deadline_seconds")
+
+
 def job_defaults(cfg: dict[str, Any]) -> JobDefaults:
-    return JobDefaults(**cfg)
+    """What the gateways build every Job with (the retry keys are the task watcher's)."""
+    return JobDefaults(**{k: cfg[k] for k in JOB_DEFAULT_KEYS if k in cfg})
+
+
+def retry_policy(cfg: dict[str, Any]) -> RetryPolicy:
+    return RetryPolicy(base=cfg.get("retry_delay", 10.0), cap=cfg.get("retry_delay_max", 600.0))
 
 
 def fake_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> Any:
@@ -150,6 +159,9 @@ class Container(containers.DeclarativeContainer):
     watcher_deps = providers.Singleton(
         WatcherDeps, store=store, gateway=gateway, clock=clock, metrics=metrics,
         allowed_namespaces=config.jobs.allowed_namespaces, allowed_images=config.jobs.allowed_images,
+        retries=config.jobs.defaults.retries,
+        retry_policy=providers.Singleton(retry_policy, config.jobs.defaults),
+        history_retention=config.history.retention,
     )
     watchers = providers.Singleton(build_watchers, watcher_deps, config.watchers)
     daemon = providers.Singleton(

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
+from nightwatch.app.history_watcher import DEFAULT_RETENTION, HistoryWatcher
 from nightwatch.app.metrics import Metrics
 from nightwatch.app.scheduler import parse_schedule
 from nightwatch.app.task_watcher import TaskWatcher
 from nightwatch.domain.errors import ConfigError
 from nightwatch.domain.ports import Clock, JobGateway, TaskStore, Watcher
+from nightwatch.domain.retry import RetryPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +35,9 @@ class WatcherDeps:
     metrics: Metrics
     allowed_namespaces: Collection[str]
     allowed_images: Collection[str]
+    retries: int = 0  # jobs.defaults.retries
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)  # jobs.defaults.retry_delay{,_max}
+    history_retention: float = DEFAULT_RETENTION  # history.retention, seconds
 
 
 WatcherFactory = Callable[[WatcherDeps, Mapping[str, Any]], Watcher]
@@ -49,10 +54,17 @@ def task_watcher(deps: WatcherDeps, config: Mapping[str, Any]) -> Watcher:
         spec=config.get("spec", "@every 2s"),
         metrics=deps.metrics,
         count_interval=config.get("count_interval", 30.0),
+        retries=deps.retries,
+        retry_policy=deps.retry_policy,
     )
 
 
-BUILTINS: dict[str, WatcherFactory] = {"task": task_watcher}
+def history_watcher(deps: WatcherDeps, config: Mapping[str, Any]) -> Watcher:
+    return HistoryWatcher(deps.store, deps.clock, retention=deps.history_retention,
+                          spec=config.get("spec", "@every 10m"))
+
+
+BUILTINS: dict[str, WatcherFactory] = {"task": task_watcher, "history": history_watcher}
 
 
 class WatcherRegistry:

@@ -41,15 +41,15 @@ def install_plugin(tmp_path, monkeypatch, entry_name="hello", dist="nw_hello"):
     sys.modules.pop(f"{dist}_mod", None)
 
 
-def test_builtin_task_watcher(deps):
+def test_builtin_task_and_history_watchers(deps):
     watchers = WatcherRegistry.discover().build(deps, {"task": {"spec": "@every 1s"}})
-    assert [(w.name, w.spec) for w in watchers] == [("task", "@every 1s")]
+    assert [(w.name, w.spec) for w in watchers] == [("history", "@every 10m"), ("task", "@every 1s")]
 
 
 def test_entry_point_plugin_is_found_and_initialised_once_with_its_config(tmp_path, monkeypatch, deps):
     install_plugin(tmp_path, monkeypatch)
     registry = WatcherRegistry.discover()
-    assert registry.names == ["hello", "task"]
+    assert registry.names == ["hello", "history", "task"]
     watchers = registry.build(deps, {"hello": {"spec": "*/10 * * * * *", "greeting": "yo"}})
     hello = next(w for w in watchers if w.name == "hello")
     assert hello.greeting == "yo" and hello.spec == "*/10 * * * * *" and hello.store is deps.store
@@ -62,7 +62,9 @@ def test_duplicate_names_are_an_error_at_startup(tmp_path, monkeypatch):
 
 
 def test_disabled_watchers_are_not_built(deps):
-    assert WatcherRegistry.discover().build(deps, {"task": {"enabled": False}}) == []
+    off = {"enabled": False}
+    assert WatcherRegistry.discover().build(deps, {"task": off, "history": off}) == []
+    assert [w.name for w in WatcherRegistry.discover().build(deps, {"history": off})] == ["task"]
 
 
 def test_unknown_watcher_in_config_is_named(deps):
