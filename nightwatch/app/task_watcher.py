@@ -104,7 +104,9 @@ class TaskWatcher(Watcher):
             # must not even create them, so check the term before every page of launches.
             self._check_term(ctx)
             seen.update(t.id for t in page)
-            due = [t for t in page if self._backoff.due(t.id, now)]
+            # a cancel or a reset is a store write, not a launch: never held back by the backoff
+            due = [t for t in page if self._backoff.due(t.id, now) or t.cancel_requested_at is not None
+                   or t.finished_at is not None]
             self._each(due, lambda t: self._prepare_and_launch(t, ctx), ctx)
             if self._backend_down():
                 logger.warning("%s watcher: the job backend keeps failing; launching again next run",

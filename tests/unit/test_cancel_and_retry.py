@@ -309,3 +309,28 @@ def test_a_requeued_task_never_adopts_the_old_job(monkeypatch, names_per_attempt
             assert (got.status, created_names(c)) == ("Succeeded", ["once", "once-2"])
         else:  # the name is taken by attempt 1's Job: refused, never adopted
             assert got.status == "Failed" and "not created for this task (attempt 2)" in got.message
+
+
+def test_a_cancel_while_waiting_for_an_automatic_retry_ends_it_cancelled_without_a_new_job():
+    c = Cluster(retry_policy=RetryPolicy(base=300.0, jitter=0.0))
+    t = c.submit("waiting", info_=failing(retries=3, args=["1"]))
+    while c.store.get(t.id).attempt == 1:
+        c.step()
+    assert c.store.get(t.id).status == "Normal" and c.store.get(t.id).retry_at > c.clock.now()
+    c.store.request_cancel(t.id, "give up", replica="cli")
+    steps(c, 5)
+    got = c.store.get(t.id)
+    assert (got.status, got.attempt) == ("Cancelled", 2) and "give up" in got.message
+    steps(c, 1000)
+    assert c.store.get(t.id).status == "Cancelled" and created_names(c) == ["waiting"]
+
+
+def test_a_cancel_is_not_held_back_by_a_launch_backoff():
+    c = Cluster()
+    c.gateway.fail_next_creates = 5
+    t = c.submit("backed-off")
+    steps(c, 30)  # launches failed at 0, 2, 6 and 14 s: the next is due at 30 s
+    assert c.store.get(t.id).status == "Normal" and c.gateway.fail_next_creates > 0
+    c.store.request_cancel(t.id, "stop", replica="cli")
+    steps(c, 5)  # one task-watcher run, far less than the backoff
+    assert c.store.get(t.id).status == "Cancelled" and c.gateway.created == []
