@@ -9,7 +9,7 @@ import threading
 from datetime import UTC, datetime
 
 # Fields the code passes as ``extra=`` and the JSON format carries when present.
-EXTRA_FIELDS = ("task_id", "from", "to", "epoch", "replica")
+EXTRA_FIELDS = ("task_id", "from", "to", "epoch", "replica", "attempt")
 
 
 class JsonFormatter(logging.Formatter):

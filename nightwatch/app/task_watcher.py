@@ -205,7 +205,7 @@ class TaskWatcher(Watcher):
                 self._unavailable_streak = 0
             if move(task, TaskStatus.NORMAL, TaskStatus.PENDING, None, ctx):
                 logger.info("task %s: Job %s/%s %s (attempt %d)", task.id, task.namespace, task.job_name,
-                            outcome.value, task.attempt, extra={"task_id": task.id})
+                            outcome.value, task.attempt, extra={"task_id": task.id, "attempt": task.attempt})
             self._backoff.clear(task.id)
 
     def _backend_down(self) -> bool:
