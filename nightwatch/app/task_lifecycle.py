@@ -64,6 +64,10 @@ class TaskLifecycle:
         return task
 
     def cancel_unstarted(self, task: Task, ctx: RunContext) -> None:
+        """``Normal`` → ``Cancelled``. The gateway is asked to delete the attempt's Job all the
+        same: a leader that died between creating it and writing ``Pending`` leaves a Job
+        behind a ``Normal`` row (deleting none is not an error)."""
+        self._gateway.cancel(task)
         self.move(task, TaskStatus.NORMAL, TaskStatus.CANCELLED,
                   f"cancelled before it started: {_reason(task)}", ctx)
 
