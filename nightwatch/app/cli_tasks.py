@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -190,8 +191,7 @@ def _list(args: argparse.Namespace, config: dict[str, Any], container: Any, stor
 
 def _listing(store: Any, query: TaskQuery, args: argparse.Namespace) -> str:
     tasks = store.query(query)
-    more = store.count(TaskQuery(**{**query.__dict__, "before_id": tasks[-1].id})) if len(tasks) == query.limit \
-        else 0
+    more = store.count(replace(query, before_id=tasks[-1].id)) if len(tasks) == query.limit else 0
     if args.json:
         text = json.dumps([out.task_dict(t) for t in tasks])
     elif args.output in ("json", "yaml"):
