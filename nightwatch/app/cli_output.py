@@ -132,14 +132,19 @@ class Attempt:
 def attempts(task: Task, events: Sequence[TaskEvent], now: datetime) -> list[Attempt]:
     """Each attempt's outcome and the time it spent waiting, pending and running, from the
     events (events pruned after ``history.retention`` leave only what is left to count)."""
-    current = Attempt(1, started=task.created_at)
+    first = task.attempt
+    if events:  # the next-attempt move is the only one to Normal; it is counted in the new attempt
+        first = events[0].attempt - 1 if events[0].to_status == TaskStatus.NORMAL else events[0].attempt
+    current = Attempt(max(1, first), started=task.created_at if first <= 1 else None)
     done: list[Attempt] = []
-    state, since = str(TaskStatus.NORMAL), task.created_at
+    state, since = str(TaskStatus.NORMAL), current.started
     for e in events:
         if e.attempt != current.attempt:  # the next-attempt move closes the previous attempt
             current.add(state, since, e.at)
-            if not terminal(e.from_status):
-                current.status, current.message = TaskStatus.FAILED, e.message  # an automatic retry
+            if e.from_status in (TaskStatus.PENDING, TaskStatus.RUNNING):  # an automatic retry
+                current.status, current.message = TaskStatus.FAILED, e.message
+            elif terminal(e.from_status):  # a retry; from Normal (your UPDATE) the last event says how it ended
+                current.status = e.from_status
             done.append(current)
             current = Attempt(e.attempt, started=e.at, message=e.message)
             state, since = str(TaskStatus.NORMAL), e.at

@@ -64,3 +64,14 @@ def test_timeline_says_how_long_each_status_lasted() -> None:
 def test_durations_read_short() -> None:
     assert [duration(s) for s in (0, 59.6, 61, 3600 + 120, 3 * 86400 + 4 * 3600)] == \
         ["0s", "1m00s", "1m01s", "1h02m", "3d4h"]
+
+
+def test_a_reset_by_the_users_update_keeps_the_old_outcome_and_pruned_events_start_late() -> None:
+    events = [ev(1, 0, "Normal", "Pending"), ev(1, 1, "Pending", "Running"), ev(1, 9, "Running", "Succeeded"),
+              ev(2, 50, "Normal", "Normal")]  # the user's UPDATE ... SET status='Normal', then the requeue
+    first, second = attempts(task("Normal", 2), events, now=at(60))
+    assert (first.status, first.running) == ("Succeeded", 8) and second.waiting == 10
+    (only,) = attempts(task("Running", 3), [ev(3, 70, "Pending", "Running")], now=at(80))
+    assert (only.attempt, only.status, only.running, only.waiting) == (3, "Running", 10, 0)
+    (none,) = attempts(task("Failed", 4, "exit code 1"), [], now=at(80))
+    assert (none.attempt, none.status, none.message, none.started) == (4, "Failed", "exit code 1", None)
