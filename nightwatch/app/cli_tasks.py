@@ -91,10 +91,10 @@ def add_task_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     lst.add_argument("--watch", "-w", action="store_true", help="redraw when something changes; Ctrl-C ends")
     lst.add_argument("--interval", type=_seconds, default=2.0, metavar="S", help="--watch: how often to look")
 
-    def one(name: str, help_: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = task.add_parser(name, parents=[common], help=help_)
+    def one(name: str, help_: str, epilog: str | None = None) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = task.add_parser(name, parents=[common], help=help_, epilog=epilog)
         p.add_argument("ref", metavar="ID|NAME", help="a task id, or a name with -n NAMESPACE")
-        p.add_argument("--namespace", "-n", help="the task's namespace: ref is then its name")
+        p.add_argument("--namespace", "-n", help="the task's namespace: ID|NAME is then a name")
         p.set_defaults(ref_parser=p)
         return p
 
@@ -109,7 +109,8 @@ def add_task_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     logs.add_argument("--follow", "-f", action="store_true", help="then new lines until the Job ends")
     events = one("events", "the task's timeline: every status change, with who made it")
     events.add_argument("--json", action="store_true")
-    wait = one("wait", "wait until a task is terminal (or Succeeded); the exit status says how it ended")
+    wait = one("wait", "wait until a task is terminal (or Succeeded); the exit status says how it ended",
+               epilog=f"exit status: 0 reached, {EXIT_ENDED_OTHERWISE} ended otherwise, {EXIT_TIMEOUT} timed out")
     wait.add_argument("--for", dest="until", choices=("terminal", "Succeeded"), default="terminal")
     wait.add_argument("--timeout", type=_seconds, default=None, metavar="S", help="give up after S (exit 124)")
     wait.add_argument("--interval", type=_seconds, default=1.0, metavar="S", help="how often to look")
