@@ -10,30 +10,22 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from nightwatch import __version__
-from nightwatch.app import logs
+from nightwatch.app import cli_tasks, logs
+from nightwatch.app.cli_tasks import add_task_commands, check_ref
 from nightwatch.app.config import config_source, load_config, masked
 from nightwatch.domain.errors import BackendUnavailableError, ConfigError, NightwatchError
-from nightwatch.domain.model import NewTask, Task, TaskStatus
 
 logger = logging.getLogger("nightwatch")
 
 EXIT_CONFIG = 2
 EXIT_USAGE = 64  # sysexits.h EX_USAGE: a wrong command line, told apart from a wrong config (2)
 STUCK_THREAD_GRACE = 1.0  # seconds `run` waits for leftover threads before exiting without them
-
-
-def _env_pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,24 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.add_argument("--sql", action="store_true", help="print the DDL for a DBA instead of running it")
     db.add_parser("status", parents=[common], help="the database's schema revision and the one needed")
 
-    task = sub.add_parser("task", help="submit and inspect tasks").add_subparsers(
-        dest="task_command", required=True)
-    submit = task.add_parser("submit", parents=[common], help="add a task (status Normal)")
-    submit.add_argument("--name", required=True)
-    submit.add_argument("--namespace", required=True)
-    submit.add_argument("--image", required=True)
-    submit.add_argument("--command", action="append", default=[], metavar="C", help="repeat for each word")
-    submit.add_argument("--arg", action="append", default=[], metavar="A", help="repeat for each argument")
-    submit.add_argument("--env", action="append", default=[], metavar="K=V", type=_env_pair)
-    submit.add_argument("--user-id", type=int, default=0)
-    submit.add_argument("--json", action="store_true")
-    lst = task.add_parser("list", parents=[common], help="list tasks, oldest first")
-    lst.add_argument("--status", help="only this status (Normal, Pending, Running, Succeeded, Failed)")
-    lst.add_argument("--limit", type=int, default=1000)
-    lst.add_argument("--json", action="store_true")
-    get = task.add_parser("get", parents=[common], help="one task")
-    get.add_argument("id", type=int)
-    get.add_argument("--json", action="store_true")
+    add_task_commands(sub, common)
 
     cfg = sub.add_parser("config", help="configuration").add_subparsers(dest="config_command", required=True)
     show = cfg.add_parser("show", parents=[common], help="the effective config, secrets masked")
@@ -92,15 +67,47 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", parents=[common], help="who leads, its epoch, tasks per status")
     status.add_argument("--json", action="store_true")
+    completion = sub.add_parser("completion", help="a shell completion script: eval it, or save it")
+    completion.add_argument("shell", choices=("bash", "zsh", "tcsh"))
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+# Options whose value may start with "-" (``--arg -c``, as kubectl's flags take it): argparse
+# would read "-c" as an option, so such a pair is joined into ``--arg=-c`` before parsing.
+_VALUE_OPTIONS = ("--arg", "--command", "--reason")
+
+
+def _join_dash_values(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            out.append(word)
+            out.extend(words)
+            break
+        if word in _VALUE_OPTIONS:
+            value = next(words, None)
+            out.append(word if value is None else f"{word}={value}")
+            continue
+        out.append(word)
+    return out
+
+
+def main(argv: Sequence[str] | None = None, *, container: Any = None) -> int:
+    """``container``: one built already (the composition root), else one is built from the
+    config; an embedding program (or a test) passes its own to share its adapters."""
+    parser = _parser()
+    args = parser.parse_args(_join_dash_values(sys.argv[1:] if argv is None else argv))
+    check_ref(args)
+    if args.command == "completion":
+        import shtab
+
+        print(shtab.complete(parser, shell=args.shell), end="")
+        return 0
     try:
         config = load_config(getattr(args, "config", None))
         logs.configure(config["log"]["level"], config["log"]["format"])
-        code = _dispatch(args, config)
+        code = _dispatch(args, config, container)
         if args.command == "run":
             _exit_despite_stuck_threads(code)
         return code
@@ -117,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _dispatch(args: argparse.Namespace, config: dict[str, Any]) -> int:
+def _dispatch(args: argparse.Namespace, config: dict[str, Any], container: Any) -> int:
     from nightwatch.app.container import build_container
 
     source = config_source(getattr(args, "config", None))
@@ -129,7 +136,8 @@ def _dispatch(args: argparse.Namespace, config: dict[str, Any]) -> int:
             print(f"# {source}")
             print(yaml.safe_dump(shown, sort_keys=False), end="")
         return 0
-    container = build_container(config)
+    if container is None:
+        container = build_container(config)
     try:
         if args.command == "config":  # validate
             from nightwatch.app.preflight import check_startup
@@ -147,23 +155,7 @@ def _dispatch(args: argparse.Namespace, config: dict[str, Any]) -> int:
             return EXIT_CONFIG
         if args.command == "status":
             return _status(container, store, args.json)
-        if args.task_command == "submit":
-            info: dict[str, Any] = {"image": args.image, "command": args.command, "args": args.arg}
-            if args.env:
-                info["env"] = dict(args.env)
-            task = store.add(NewTask(args.name, args.namespace, json.dumps(info), args.user_id))
-            _print_tasks([task], args.json, single=True)
-            return 0
-        if args.task_command == "list":
-            statuses = [args.status] if args.status else None
-            if args.status and args.status not in set(TaskStatus):
-                logger.warning("%r is not a status nightwatch sets; listing it anyway", args.status)
-            _print_tasks(_all(store, statuses, args.limit), args.json)
-            return 0
-        if args.task_command == "get":
-            _print_tasks([store.get(args.id)], args.json, single=True)
-            return 0
-        raise AssertionError(args)
+        return cli_tasks.run(args, config, container, store)
     finally:
         container.shutdown_resources()
 
@@ -280,39 +272,6 @@ def _exit_despite_stuck_threads(code: int) -> None:
 def _leftover_threads() -> list[threading.Thread]:
     me = threading.current_thread()
     return [t for t in threading.enumerate() if t is not me and not t.daemon and t.is_alive()]
-
-
-def _all(store: Any, statuses: list[str] | None, limit: int) -> list[Task]:
-    out: list[Task] = []
-    after = 0
-    while len(out) < limit:
-        page = store.page(statuses, after, min(500, limit - len(out)))
-        if not page:
-            break
-        out.extend(page)
-        after = page[-1].id
-    return out
-
-
-def _task_dict(t: Task) -> dict[str, Any]:
-    d = asdict(t)
-    for key in ("created_at", "updated_at"):
-        d[key] = d[key].isoformat() if d[key] else None
-    return d
-
-
-def _print_tasks(tasks: list[Task], as_json: bool, single: bool = False) -> None:
-    if as_json:
-        docs = [_task_dict(t) for t in tasks]
-        print(json.dumps(docs[0] if single else docs, indent=2 if single else None))
-        return
-    if single:
-        for key, value in _task_dict(tasks[0]).items():
-            print(f"{key:11} {value if value is not None else ''}")
-        return
-    print(f"{'ID':>6}  {'NAME':30}  {'NAMESPACE':15}  {'STATUS':10}  MESSAGE")
-    for t in tasks:
-        print(f"{t.id:>6}  {t.name[:30]:30}  {t.namespace[:15]:15}  {t.status[:10]:10}  {t.message or ''}")
 
 
 def _status(container: Any, store: Any, as_json: bool) -> int:
