@@ -272,7 +272,8 @@ def test_wait_exit_status_says_how_it_ended(env: Setup) -> None:
 
     threading.Thread(target=finish, daemon=True).start()
     waited = env.cli("task", "wait", "later", "-n", "default", "--interval", "100ms")
-    assert waited.code == 0 and "Running" in waited.out and "Succeeded" in waited.out
+    # how long the CLI takes to start decides whether it saw Running first: only the end is certain
+    assert waited.code == 0 and "Succeeded" in waited.out
 
 
 def test_every_task_command_takes_an_id_or_a_name_with_namespace(env: Setup) -> None:
