@@ -247,8 +247,6 @@ class KubernetesJobGateway(JobGateway):
         kwargs: dict[str, Any] = {"container": CONTAINER_NAME}
         if tail is not None:
             kwargs["tail_lines"] = max(0, tail)
-        if follow:
-            kwargs["follow"] = True
         response = self._open("logs", task, self._core().read_namespaced_pod_log, pod_name, task.namespace,
                               follow=follow, **kwargs)
         return _stream_lines(response)
@@ -450,6 +448,8 @@ class KubernetesJobGateway(JobGateway):
         # following a quiet Job may wait long between two lines: only connecting is bounded then
         timeout = (self._timeout, FOLLOW_READ_TIMEOUT) if follow else self._timeout
         try:
+            if follow:
+                kwargs["follow"] = True
             response = method(*args, _request_timeout=timeout, _preload_content=False, **kwargs)
             code = str(response.status)
             return response

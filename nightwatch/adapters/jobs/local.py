@@ -162,7 +162,7 @@ class LocalJobGateway(JobGateway):
                 found = read_json(os.path.join(job_dir, "job.json"))
                 if found is None and not os.path.lexists(job_dir):
                     raise FileNotFoundError(errno.ENOENT, "deleted while adopting it", job_dir)
-                if found is None or found.get("task_id") != task.id or found.get("attempt", 1) != task.attempt:
+                if found is None or not _is_of(found.get("task_id"), found.get("attempt", 1), task):
                     attempt = "" if task.attempt == 1 else f" (attempt {task.attempt})"
                     raise JobConflictError(
                         f"a Job named {task.job_name!r} already exists in namespace {task.namespace!r} "
@@ -194,7 +194,7 @@ class LocalJobGateway(JobGateway):
                         continue
                     job_dir = entries[task.job_name]
                     meta = self._meta_of(job_dir)
-                    if meta is not None and _is_of(meta, task):
+                    if meta is not None and _is_of(meta.task_id, meta.attempt, task):
                         if os.path.exists(os.path.join(job_dir, "cancelled")):
                             self._finish_cancel(job_dir)  # gone; its processes are being stopped
                             continue
@@ -210,7 +210,7 @@ class LocalJobGateway(JobGateway):
         this process dies first."""
         job_dir = self._job_dir(task)
         meta = self._meta_of(job_dir) if job_dir else None
-        if job_dir is None or meta is None or not _is_of(meta, task):
+        if job_dir is None or meta is None or not _is_of(meta.task_id, meta.attempt, task):
             return
         try:
             fd = os.open(os.path.join(job_dir, "cancelled"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -237,7 +237,7 @@ class LocalJobGateway(JobGateway):
     def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
         job_dir = self._job_dir(task)
         meta = self._meta_of(job_dir) if job_dir else None
-        if job_dir is None or meta is None or not _is_of(meta, task) \
+        if job_dir is None or meta is None or not _is_of(meta.task_id, meta.attempt, task) \
                 or os.path.exists(os.path.join(job_dir, "cancelled")):
             raise JobNotFoundError(f"no Job for attempt {task.attempt} of task {task.id} "
                                    f"({task.namespace}/{task.job_name})")
@@ -558,8 +558,9 @@ def _wrapper_text() -> str:
                           f"nightwatch package (reinstall it?): {e}") from e
 
 
-def _is_of(meta: _Meta, task: Task) -> bool:
-    return meta.task_id == task.id and meta.attempt == task.attempt
+def _is_of(task_id: object, attempt: object, task: Task) -> bool:
+    """Whether a Job made for ``task_id``'s ``attempt`` is the one of ``task``'s current attempt."""
+    return task_id == task.id and attempt == task.attempt
 
 
 def _check_names(namespace: str, name: str) -> None:
