@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -39,14 +39,14 @@ from typing import Any
 
 from nightwatch.adapters.clock import SystemClock
 from nightwatch.adapters.jobs._kubernetes_pods import (
-    LOG_TAIL_BYTES,
+    LOG_LINE_BYTES,
     LOG_TAIL_LINES,
     attempt_pods,
     failure_message,
     fatal_waiting,
     pods_of,
 )
-from nightwatch.adapters.jobs._log_lines import lines
+from nightwatch.adapters.jobs._log_lines import LINE_LIMIT, lines
 from nightwatch.adapters.jobs.manifest import belongs_to, build_job_manifest, job_state, not_ready
 from nightwatch.domain.constants import CONTAINER_NAME, MANAGED_SELECTOR, TASK_ID_LABEL
 from nightwatch.domain.errors import (
@@ -386,9 +386,9 @@ class KubernetesJobGateway(JobGateway):
             try:
                 response = self._open("logs", task, self._core().read_namespaced_pod_log,
                                       (pod.get("metadata") or {}).get("name", ""), task.namespace, follow=False,
-                                      container=CONTAINER_NAME, tail_lines=LOG_TAIL_LINES,
-                                      limit_bytes=LOG_TAIL_BYTES)
-                log = list(_stream_lines(response))[-LOG_TAIL_LINES:]
+                                      container=CONTAINER_NAME, tail_lines=LOG_TAIL_LINES)
+                # (no limitBytes: it counts from the start, and would cut off the last line)
+                log = list(deque(_stream_lines(response, LOG_LINE_BYTES), maxlen=LOG_TAIL_LINES))
             except (BackendUnavailableError, JobNotFoundError) as e:
                 logger.info("task %s: cannot read the log of its failed pod: %s", task.id, e,
                             extra={"task_id": task.id})
@@ -566,11 +566,11 @@ def _key(task: Task) -> tuple[str, str, int, int]:
     return (task.namespace, task.job_name, task.id, task.attempt)
 
 
-def _stream_lines(response: Any) -> Iterator[str]:
+def _stream_lines(response: Any, limit: int = LINE_LIMIT) -> Iterator[str]:
     """The lines of a streamed answer; the connection goes back to the pool when done (or when
     the caller stops reading)."""
     try:
-        yield from lines(response.stream(CHUNK))
+        yield from lines(response.stream(CHUNK), limit)
     except (urllib3.exceptions.HTTPError, OSError) as e:
         raise BackendUnavailableError(f"Kubernetes API logs: the stream broke: {e}") from e
     finally:

@@ -283,14 +283,14 @@ class LocalJobGateway(JobGateway):
             deadline = time.monotonic() + self.cancel_grace
             while time.monotonic() < deadline:
                 self._reap()
-                if not group_alive(pid):
+                if not group_alive(pid, use_proc=self._has_proc):
                     break
                 time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
             else:
                 kill_group(pid)
             for _ in range(100):  # SIGKILL takes effect at once; the zombies wait to be reaped
                 self._reap()
-                if not group_alive(pid):
+                if not group_alive(pid, use_proc=self._has_proc):
                     break
                 time.sleep(0.01)
         self._remove(job_dir)
@@ -300,7 +300,7 @@ class LocalJobGateway(JobGateway):
         SIGKILL its group once the grace is over, remove it when nothing of it is left."""
         cancelled = mtime(os.path.join(job_dir, "cancelled"))
         pid = read_int(os.path.join(job_dir, "pid"))
-        if pid is not None and group_alive(pid):
+        if pid is not None and group_alive(pid, use_proc=self._has_proc):
             if cancelled is not None and self._clock.now().timestamp() - cancelled >= self.cancel_grace + 1:
                 kill_group(pid)
             return
