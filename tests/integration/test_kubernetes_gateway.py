@@ -530,3 +530,19 @@ def test_observing_fifty_tasks_costs_no_call_per_task(clocked: tuple[KubernetesJ
     assert per_cycle[4] == {"list": 1, "list_pods": 1, "delete": 5}  # past the 2 min grace
     assert gateway.observe(tasks) and standin.requests["list"] == 6
     assert standin.requests["list_pods"] == 5  # nothing left to ask pods about
+
+
+def test_pods_that_cannot_be_listed_leave_the_jobs_own_reason_and_are_asked_again(
+    gateway: KubernetesJobGateway, standin: ApiStandIn
+) -> None:
+    t = task(1, "breaks", status="Running")
+    launch(gateway, t)
+    standin.script_pod("default", "breaks", exit_code=3)
+    standin.write_log("default", "breaks", "oops\n")
+    standin.finish("default", "breaks", ok=False)
+    standin.fail_verbs = {"list_pods"}
+
+    assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "BackoffLimitExceeded: Job has reached the "
+                                                                 "specified backoff limit")}
+    standin.fail_verbs = set()
+    assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "exit code 3: oops")}

@@ -340,11 +340,20 @@ class KubernetesJobGateway(JobGateway):
                 waiting.append((task, job))
             states[task_id] = state
         if failed or waiting:
-            pods = self._pods_for(namespace, [t for t, *_ in failed] + [t for t, _ in waiting])
+            try:
+                pods = self._pods_for(namespace, [t for t, *_ in failed] + [t for t, _ in waiting])
+            except BackendUnavailableError as e:  # the Jobs' own states then, reasons on a later cycle
+                logger.warning("kubernetes job gateway: cannot list pods in namespace %s: %s", namespace, e)
+                return self._with_fatal(namespace, by_name, found, states, waiting)
             for task, job, state in failed:
                 states[task.id] = self._explain(task, job, state, pods)
             for task, job in waiting:
                 states[task.id] = self._check_waiting(task, job, pods) or states[task.id]
+        return self._with_fatal(namespace, by_name, found, states, waiting)
+
+    def _with_fatal(self, namespace: str, by_name: Mapping[str, Task], found: Mapping[int, tuple[Task, Any]],
+                    states: dict[int, JobState], waiting: Sequence[tuple[Task, Any]]) -> dict[int, JobState]:
+        """Forget what is about Jobs no longer there; report the Jobs we deleted for good."""
         live = {(job.get("metadata") or {}).get("uid") for _, job in found.values()}
         now = self._clock.monotonic()
         with self._mutex:
