@@ -546,3 +546,24 @@ def test_pods_that_cannot_be_listed_leave_the_jobs_own_reason_and_are_asked_agai
                                                                  "specified backoff limit")}
     standin.fail_verbs = set()
     assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "exit code 3: oops")}
+
+
+def test_what_is_remembered_about_pods_is_kept_per_namespace(clocked: tuple[KubernetesJobGateway, FakeClock],
+                                                             standin: ApiStandIn) -> None:
+    gateway, clock = clocked
+    tasks = [task(1, "stuck-a", status="Pending"), task(2, "stuck-b", namespace="other", status="Pending"),
+             task(3, "broke-a", status="Running"), task(4, "broke-b", namespace="other", status="Running")]
+    for t in tasks:
+        launch(gateway, t)
+    for t in tasks[:2]:
+        standin.wait_on(t.namespace, t.name)
+    for t in tasks[2:]:
+        standin.finish(t.namespace, t.name, ok=False)
+    gateway.observe(tasks)
+    standin.reset_counts()
+    clock.advance(120)
+
+    states = gateway.observe(tasks)
+
+    assert [states[t.id].retryable for t in tasks] == [False, False, True, True]  # both graces ran out
+    assert standin.requests["logs"] == 0  # each failure was read once, in its own namespace

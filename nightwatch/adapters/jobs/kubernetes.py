@@ -157,8 +157,10 @@ class KubernetesJobGateway(JobGateway):
         self._api: k8s.BatchV1Api | None = None
         self._core_api: k8s.CoreV1Api | None = None
         self._uids: dict[tuple[str, str, int, int], str] = {}  # (ns, job, task, attempt) -> uid seen
-        self._failures: dict[str, JobState] = {}  # Job uid -> its failure, read from its pod once
-        self._waiting_since: dict[str, float] = {}  # Job uid -> when seen waiting on a FATAL reason
+        # (namespace, Job uid) -> its failure, read from its pod once
+        self._failures: dict[tuple[str, str], JobState] = {}
+        # (namespace, Job uid) -> when its pod was first seen waiting on a FATAL_WAITING reason
+        self._waiting_since: dict[tuple[str, str], float] = {}
         self._fatal: dict[tuple[str, str, int, int], tuple[JobState, float]] = {}  # deleted by us
         self._mutex = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, code) -> calls
@@ -327,7 +329,7 @@ class KubernetesJobGateway(JobGateway):
                 uids[_key(task)] = meta.get("uid") or ""
         with self._mutex:
             self._uids = {k: v for k, v in self._uids.items() if k[0] != namespace} | uids
-            known = dict(self._failures)
+            known = {uid: state for (ns, uid), state in self._failures.items() if ns == namespace}
         failed, waiting = [], []
         for task_id, (task, job) in found.items():
             state = job_state(job)
@@ -357,9 +359,10 @@ class KubernetesJobGateway(JobGateway):
         live = {(job.get("metadata") or {}).get("uid") for _, job in found.values()}
         now = self._clock.monotonic()
         with self._mutex:
-            self._failures = {uid: st for uid, st in self._failures.items() if uid in live}
+            self._failures = {k: st for k, st in self._failures.items() if k[0] != namespace or k[1] in live}
             waited = {(job.get("metadata") or {}).get("uid") for _, job in waiting}
-            self._waiting_since = {uid: t for uid, t in self._waiting_since.items() if uid in waited}
+            self._waiting_since = {k: t for k, t in self._waiting_since.items()
+                                   if k[0] != namespace or k[1] in waited}
             self._fatal = {k: v for k, v in self._fatal.items() if now - v[1] < 3600}
             for task in by_name.values():  # deleted by us for good: still failed, not missing
                 if task.id not in states and (verdict := self._fatal.get(_key(task))) is not None:
@@ -403,7 +406,7 @@ class KubernetesJobGateway(JobGateway):
                             extra={"task_id": task.id})
         explained = failure_message(state, pod, log)
         with self._mutex:
-            self._failures[(job.get("metadata") or {}).get("uid") or ""] = explained
+            self._failures[(task.namespace, (job.get("metadata") or {}).get("uid") or "")] = explained
         return explained
 
     def _check_waiting(self, task: Task, job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState | None:
@@ -415,9 +418,9 @@ class KubernetesJobGateway(JobGateway):
         now = self._clock.monotonic()
         with self._mutex:
             if stuck is None:
-                self._waiting_since.pop(uid, None)
+                self._waiting_since.pop((task.namespace, uid), None)
                 return None
-            since = self._waiting_since.setdefault(uid, now)
+            since = self._waiting_since.setdefault((task.namespace, uid), now)
         if now - since < self.pending_fatal_grace:
             return None
         reason, message = stuck
