@@ -351,7 +351,8 @@ def test_token_bucket_never_waits_longer_than_the_timeout() -> None:
 def test_only_the_api_servers_own_refusals_fail_a_task() -> None:
     from kubernetes.client.exceptions import ApiException
 
-    from nightwatch.adapters.jobs.kubernetes import _is_refusal, _status
+    from nightwatch.adapters.jobs._kubernetes_api import is_refusal as _is_refusal
+    from nightwatch.adapters.jobs._kubernetes_api import status_of as _status
 
     def refused(code: int, body: str | None) -> bool:
         e = ApiException(status=code, reason="x")
@@ -368,7 +369,8 @@ def test_only_the_api_servers_own_refusals_fail_a_task() -> None:
 def test_only_an_rbac_refusal_counts_as_forbidden() -> None:
     from kubernetes.client.exceptions import ApiException
 
-    from nightwatch.adapters.jobs.kubernetes import _is_forbidden, _status
+    from nightwatch.adapters.jobs._kubernetes_api import is_forbidden as _is_forbidden
+    from nightwatch.adapters.jobs._kubernetes_api import status_of as _status
 
     def forbidden(code: int, body: str | None) -> bool:
         e = ApiException(status=code, reason="x")

@@ -33,11 +33,21 @@ import os
 import threading
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.jobs._kubernetes_api import (
+    ApiException,
+    TokenBucket,
+    is_forbidden,
+    is_refusal,
+    k8s,
+    k8s_config,
+    retry_after,
+    status_of,
+    stream_lines,
+    urllib3,
+)
 from nightwatch.adapters.jobs._kubernetes_pods import (
     LOG_LINE_BYTES,
     LOG_TAIL_LINES,
@@ -46,7 +56,6 @@ from nightwatch.adapters.jobs._kubernetes_pods import (
     fatal_waiting,
     pods_of,
 )
-from nightwatch.adapters.jobs._log_lines import LINE_LIMIT, lines
 from nightwatch.adapters.jobs.manifest import belongs_to, build_job_manifest, job_state, not_ready
 from nightwatch.domain.constants import CONTAINER_NAME, MANAGED_SELECTOR, TASK_ID_LABEL
 from nightwatch.domain.errors import (
@@ -62,16 +71,6 @@ from nightwatch.domain.jobspec import JobDefaults, JobSpec, validate_job_name
 from nightwatch.domain.model import JobPhase, JobState, Task
 from nightwatch.domain.ports import Clock, JobGateway, LaunchOutcome
 
-try:
-    import urllib3
-    from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
-    from kubernetes.client.exceptions import ApiException
-except ImportError as e:  # pragma: no cover - the package is a declared dependency
-    raise ImportError(
-        "jobs.backend: kubernetes needs the official client: pip install 'kubernetes>=31,<38'"
-    ) from e
-
 logger = logging.getLogger(__name__)
 
 # Refusals that are the task's own fault: fail it with the API server's message.
@@ -79,43 +78,6 @@ logger = logging.getLogger(__name__)
 # quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
 _PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})
 FOLLOW_READ_TIMEOUT = 24 * 3600.0  # seconds a followed log may stay quiet
-CHUNK = 16 * 1024  # bytes read at a time from a streamed log
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; like Go's ``rate.Limiter.Wait``.
-
-    Written here rather than imported: it is twenty lines, in-process and synchronous, and
-    the maintained libraries (pyrate-limiter, limits) bring storage backends and async
-    machinery it does not need -- not worth a new runtime dependency.
-    """
-
-    def __init__(self, rate: float, burst: int, clock: Clock, closed: threading.Event) -> None:
-        self._rate = rate
-        self._burst = max(1, burst)
-        self._clock = clock
-        self._closed = closed
-        self._tokens = float(self._burst)
-        self._stamp = clock.monotonic()
-        self._mutex = threading.Lock()
-
-    def acquire(self, timeout: float) -> None:
-        """Take one token, waiting at most ``timeout`` s; else BackendUnavailableError."""
-        if self._rate <= 0:  # qps 0 = no client-side limit
-            return
-        with self._mutex:
-            now = self._clock.monotonic()
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-            self._stamp = now
-            wait = (1 - self._tokens) / self._rate if self._tokens < 1 else 0.0
-            if wait > timeout:
-                raise BackendUnavailableError(
-                    f"client-side rate limit (jobs.kubernetes.qps {self._rate:g}): no request slot "
-                    f"within {timeout:g}s", retry_after=wait,
-                )
-            self._tokens -= 1  # a reservation: later callers queue behind this one
-        if wait > 0 and self._closed.wait(wait):
-            raise BackendUnavailableError("the Kubernetes job gateway is closed")
 
 
 class KubernetesJobGateway(JobGateway):
@@ -183,11 +145,11 @@ class KubernetesJobGateway(JobGateway):
         try:
             self._call("create", api.create_namespaced_job, task.namespace, manifest)
         except ApiException as e:
-            status = _status(e)
+            status = status_of(e)
             if e.status == 409 and status.get("reason") == "AlreadyExists":
                 self._allowed(task.namespace)
                 return self._adopt(task)
-            if _is_forbidden(e, status, status.get("message") or ""):
+            if is_forbidden(e, status, status.get("message") or ""):
                 raise self._forbidden_error(task, status.get("message") or "forbidden") from e
             raise self._translate("create", task, e, permanent=True) from e
         self._allowed(task.namespace)
@@ -251,7 +213,7 @@ class KubernetesJobGateway(JobGateway):
             kwargs["tail_lines"] = max(0, tail)
         response = self._open("logs", task, self._core().read_namespaced_pod_log, pod_name, task.namespace,
                               follow=follow, **kwargs)
-        return _stream_lines(response)
+        return stream_lines(response)
 
     def check(self) -> None:
         """Load the client configuration now (no request), so a bad kubeconfig stops start-up."""
@@ -400,7 +362,7 @@ class KubernetesJobGateway(JobGateway):
                                       (pod.get("metadata") or {}).get("name", ""), task.namespace, follow=False,
                                       container=CONTAINER_NAME, tail_lines=LOG_TAIL_LINES)
                 # (no limitBytes: it counts from the start, and would cut off the last line)
-                log = list(deque(_stream_lines(response, LOG_LINE_BYTES), maxlen=LOG_TAIL_LINES))
+                log = list(deque(stream_lines(response, LOG_LINE_BYTES), maxlen=LOG_TAIL_LINES))
             except (BackendUnavailableError, JobNotFoundError) as e:
                 logger.info("task %s: cannot read the log of its failed pod: %s", task.id, e,
                             extra={"task_id": task.id})
@@ -468,7 +430,7 @@ class KubernetesJobGateway(JobGateway):
         except ApiException as e:
             code = str(e.status)
             if e.status in (400, 404):  # no such pod, or its container has not started yet
-                message = _status(e).get("message") or f"HTTP {e.status}"
+                message = status_of(e).get("message") or f"HTTP {e.status}"
                 raise JobNotFoundError(f"no log for attempt {task.attempt} of task {task.id}: {message}") from e
             raise self._translate(verb, task, e, permanent=False) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -520,14 +482,14 @@ class KubernetesJobGateway(JobGateway):
     def _translate(
         self, verb: str, task: Task | None, e: ApiException, *, permanent: bool, namespace: str = ""
     ) -> Exception:
-        status = _status(e)
+        status = status_of(e)
         message = status.get("message") or f"HTTP {e.status} {e.reason or ''}".strip()
-        if permanent and e.status in _PERMANENT and _is_refusal(e, status, message):
+        if permanent and e.status in _PERMANENT and is_refusal(e, status, message):
             return JobRejectedError(message)
         where = f"{task.namespace}/{task.job_name}" if task else f"namespace {namespace}"
         return BackendUnavailableError(
             f"Kubernetes API {verb} ({where}) answered {e.status}: {message}",
-            retry_after=_retry_after(e) if e.status == 429 else None,
+            retry_after=retry_after(e) if e.status == 429 else None,
         )
 
     def _batch(self) -> k8s.BatchV1Api:
@@ -576,52 +538,3 @@ class KubernetesJobGateway(JobGateway):
 
 def _key(task: Task) -> tuple[str, str, int, int]:
     return (task.namespace, task.job_name, task.id, task.attempt)
-
-
-def _stream_lines(response: Any, limit: int = LINE_LIMIT) -> Iterator[str]:
-    """The lines of a streamed answer; the connection goes back to the pool when done (or when
-    the caller stops reading)."""
-    try:
-        yield from lines(response.stream(CHUNK), limit)
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise BackendUnavailableError(f"Kubernetes API logs: the stream broke: {e}") from e
-    finally:
-        response.release_conn()
-
-
-def _is_refusal(e: ApiException, status: dict[str, Any], message: str) -> bool:
-    """Whether the API server itself refused, for good. A 404 or 403 without a ``Status``
-    body came from something in front of it (a proxy, a wrong path); a quota refusal
-    passes once other Jobs finish. Both are retried instead of failing the task."""
-    if status.get("kind") != "Status":
-        return False
-    return not (e.status == 403 and "exceeded quota" in message)
-
-
-def _is_forbidden(e: ApiException, status: dict[str, Any], message: str) -> bool:
-    """A 403 ``Forbidden`` from the API server itself (RBAC), other than a quota refusal."""
-    return (e.status == 403 and status.get("kind") == "Status" and status.get("reason") == "Forbidden"
-            and "exceeded quota" not in message)
-
-
-def _status(e: ApiException) -> dict[str, Any]:
-    """The ``Status`` object the API server sent with an error, or {}."""
-    try:
-        body = json.loads(e.body or "")
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _retry_after(e: ApiException) -> float | None:
-    value = (e.headers or {}).get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None
