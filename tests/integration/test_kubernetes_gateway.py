@@ -21,6 +21,7 @@ from nightwatch.domain.errors import (
     InvalidTaskSpecError,
     JobConflictError,
     JobForbiddenError,
+    JobNotFoundError,
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import JobDefaults, JobSpec, parse_info
@@ -569,3 +570,22 @@ def test_what_is_remembered_about_pods_is_kept_per_namespace(clocked: tuple[Kube
 
     assert [states[t.id].retryable for t in tasks] == [False, False, True, True]  # both graces ran out
     assert standin.requests["logs"] == 0  # each failure was read once, in its own namespace
+
+
+def test_logs_are_the_current_attempts_pod(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    first = task(1, "twice", status="Running")
+    second = replace(first, attempt=2)
+    launch(gateway, first)
+    standin.write_log("default", "twice", "attempt one\n")
+    standin.finish("default", "twice", ok=False)
+    launch(gateway, second)
+    standin.write_log("default", "twice-2", "attempt two\nstill two\n")
+    standin.reset_counts()
+
+    assert list(gateway.logs(second, tail=1)) == ["still two"]
+    assert list(gateway.logs(first)) == ["attempt one"]
+    assert standin.requests == {"list_pods": 2, "logs": 2}
+    (sent,) = [path for method, path in standin.paths if path.endswith("/log") and "twice-2" in path]
+    assert sent.startswith("/api/v1/namespaces/default/pods/twice-2-")
+    with pytest.raises(JobNotFoundError):
+        gateway.logs(replace(first, attempt=3))
