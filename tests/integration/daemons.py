@@ -40,7 +40,7 @@ T = TypeVar("T")
 NIGHTWATCH = [sys.executable, "-m", "nightwatch"]
 # The same CLI with a store that drops the epoch check: only for the fencing positive controls.
 UNFENCED_NIGHTWATCH = [sys.executable, str(Path(__file__).parent.parent / "unfenced_nightwatch.py")]
-TERMINAL = ("Succeeded", "Failed")
+TERMINAL = ("Succeeded", "Failed", "Cancelled")
 # Environment a replica must not inherit from the test run.
 _SCRUB = ("NIGHTWATCH_CONFIG", "NIGHTWATCH_REPLICA", "NIGHTWATCH_TEST_DISABLE_FENCING")
 
@@ -373,7 +373,7 @@ class SqlTasks:
     def unfinished(self) -> list[tuple[int, str, str]]:
         """(id, name, status) of the tasks not terminal yet."""
         return [(int(i), str(n), str(s)) for i, n, s in self.query(
-            "SELECT id, name, status FROM task WHERE status NOT IN ('Succeeded', 'Failed') ORDER BY id")]
+            "SELECT id, name, status FROM task WHERE status NOT IN ('Succeeded', 'Failed', 'Cancelled') ORDER BY id")]
 
     def counts(self) -> Counter[str]:
         return Counter(self.statuses().values())
