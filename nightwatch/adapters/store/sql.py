@@ -233,7 +233,7 @@ class SQLTaskStore(TaskStore):
 
     def _cas(self, task_id: int, old: TaskStatus, new: TaskStatus, values: dict[str, Any], fence: Fence | None,
              attempt: int | None, replica: str, now: datetime) -> bool:
-        """The compare-and-set and its event, in one transaction; FencedError or False write neither."""
+        """The compare-and-set and its event, atomically; FencedError or False write neither."""
         check_bigint("id", task_id)
         where = [task.c.id == task_id, self._dialect.exact(task.c.status, str(old))]
         params: dict[str, Any] = {}
@@ -242,18 +242,38 @@ class SQLTaskStore(TaskStore):
         if fence is not None:
             where += self._dialect.fence()
             params = {"lock": fence.name, "epoch": fence.epoch}
-        event = sa.insert(task_event).values(
-            task_id=task_id, attempt=sa.select(task.c.attempt).where(task.c.id == task_id).scalar_subquery(),
-            at=now, from_status=str(old), to_status=str(new), message=values["message"],
-            epoch=fence.epoch if fence else None, replica=fence.replica if fence else replica,
-        )
-        with self._atomic() as conn:
-            written = conn.execute(sa.update(task).where(*where).values(values), params).rowcount == 1
-            if written:
-                conn.execute(event)
+        event = {"at": now, "from_status": str(old), "to_status": str(new), "message": values["message"],
+                 "epoch": fence.epoch if fence else None, "replica": fence.replica if fence else replica}
+        written = self._apply(sa.update(task).where(*where).values(values), task_id, event, params)
         if not written and fence is not None and self.current_epoch(fence.name) != fence.epoch:
             raise FencedError(fence.name, fence.epoch)
         return written
+
+    def _apply(self, update: sa.Update, task_id: int, event: dict[str, Any], params: dict[str, Any]) -> bool:
+        """Run ``update`` and, if it changed the row, insert its event, atomically.
+
+        PostgreSQL: ONE statement (``WITH moved AS (UPDATE … RETURNING) INSERT … SELECT FROM moved``),
+        so no client, however paused, holds the leader row's lock between two statements. The
+        others: one transaction (a paused MariaDB client's is rolled back by the server after
+        ``idle_transaction_timeout``; SQLite's writer lock is the host's)."""
+        if self._dialect.name == "postgresql":
+            moved = update.returning(task.c.id, task.c.attempt).cte("moved")
+            literals = [sa.cast(sa.literal(v), task_event.c[k].type).label(k) for k, v in event.items()]
+            insert = sa.insert(task_event).from_select(
+                ["task_id", "attempt", *event], sa.select(moved.c.id, moved.c.attempt, *literals),
+            ).returning(task_event.c.id)  # SQLAlchemy keeps no rowcount for an INSERT
+            with self._db() as conn:
+                return len(conn.execute(insert, params).all()) == 1
+        with self._atomic() as conn:
+            written = conn.execute(update, params).rowcount == 1
+            if written:
+                conn.execute(self._event(task_id, event))
+        return written
+
+    @staticmethod
+    def _event(task_id: int, event: dict[str, Any]) -> sa.Insert:
+        attempt = sa.select(task.c.attempt).where(task.c.id == task_id).scalar_subquery()  # after the move
+        return sa.insert(task_event).values(task_id=task_id, attempt=attempt, **event)
 
     def request_cancel(self, task_id: int, reason: str | None = None, *, replica: str = "") -> CancelRequest:
         check_bigint("id", task_id)
@@ -370,6 +390,11 @@ def mysql_store(host: str, port: int, user: str, password: str, database: str, c
         url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_recycle=3600, pool_size=pool_size, **_ENGINE,
         max_overflow=0, pool_timeout=connect_timeout + read_timeout, connect_args=connect_args,
     )
+    # A status write and its event are one transaction: a client paused inside it (SIGSTOP, GC)
+    # would hold the leader row's lock and keep a successor from starting its term. MariaDB
+    # rolls such a transaction back after this long idle, well within the successor's lock wait.
+    idle = max(1, lock_wait // 2)
+    sa.event.listen(engine, "connect", lambda conn, _record: _idle_transaction_timeout(conn, idle))
 
     def create_database() -> None:  # on a fresh server the database itself may be missing
         server = sa.create_engine(url.set(database=None), poolclass=sa.pool.NullPool, connect_args=connect_args)
@@ -382,6 +407,17 @@ def mysql_store(host: str, port: int, user: str, password: str, database: str, c
             server.dispose()
 
     return SQLTaskStore(engine, clock, f"store.mysql ({host}:{port})", create_database)
+
+
+def _idle_transaction_timeout(dbapi_conn: Any, seconds: int) -> None:
+    import pymysql
+
+    try:
+        with dbapi_conn.cursor() as cursor:
+            cursor.execute(f"SET SESSION idle_transaction_timeout = {int(seconds)}")
+    except pymysql.err.MySQLError as e:
+        if not e.args or e.args[0] != 1193:  # MySQL has no such variable (only MariaDB ≥ 10.3)
+            raise
 
 
 def postgres_store(dsn: str, clock: Clock, *, connect_timeout: float = 5, statement_timeout: float = 10,
