@@ -22,7 +22,7 @@ from sql_databases import mysql_database, postgres_database
 from unfenced import UnfencedStore
 
 from nightwatch.adapters.clock import SystemClock
-from nightwatch.adapters.store import sql
+from nightwatch.adapters.store import engines
 from nightwatch.adapters.store.sql import SQLTaskStore, mysql_store, postgres_store
 from nightwatch.domain.errors import BackendUnavailableError, FencedError
 from nightwatch.domain.model import Fence, NewTask, TaskStatus
@@ -213,6 +213,6 @@ def test_without_the_idle_transaction_timeout_the_successor_cannot_begin(
     """Positive control: with the session setting switched off, begin_term times out on the lock."""
     if "postgres" in request.node.callspec.id:
         pytest.skip("MariaDB only")
-    monkeypatch.setattr(sql, "_idle_transaction_timeout", lambda conn, seconds: None)
+    monkeypatch.setattr(engines, "_idle_transaction_timeout", lambda conn, seconds: None)
     with pytest.raises(BackendUnavailableError, match="Lock wait timeout"):
         paused_inside_its_write(setup)
