@@ -23,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from nightwatch.app import auth
 from nightwatch.app.api_docs import openapi_document
 from nightwatch.app.api_views import task_detail, task_json
+from nightwatch.app.task_requests import Conflict, cancel_task, retry_task, submit_task
 from nightwatch.domain.errors import (
     BackendUnavailableError,
     DuplicateTaskError,
@@ -33,13 +34,10 @@ from nightwatch.domain.errors import (
     TaskValueError,
     UnknownStatusError,
 )
-from nightwatch.domain.jobspec import spec_for
-from nightwatch.domain.model import IN_FLIGHT, NewTask, TaskQuery, TaskStatus
+from nightwatch.domain.model import TaskQuery
 
 MAX_LIMIT, DEFAULT_LIMIT = 500, 50
 MAX_TAIL, DEFAULT_TAIL = 10_000, 100
-REPLICA = "api"  # who the events of API requests name
-SUBMIT_FIELDS = {"name", "namespace", "image", "command", "args", "env", "user_id"}
 
 
 def error_body(code: int, detail: Any) -> dict[str, str]:
@@ -64,8 +62,8 @@ def exception_handlers() -> dict[Any, Callable[..., Any]]:
         return handle
 
     return {TaskNotFoundError: answer(404), JobNotFoundError: answer(404), DuplicateTaskError: answer(409),
-            IllegalTransitionError: answer(409), InvalidTaskSpecError: answer(422), TaskValueError: answer(422),
-            UnknownStatusError: answer(422), BackendUnavailableError: answer(503)}
+            IllegalTransitionError: answer(409), Conflict: answer(409), InvalidTaskSpecError: answer(422),
+            TaskValueError: answer(422), UnknownStatusError: answer(422), BackendUnavailableError: answer(503)}
 
 
 # -- who may ------------------------------------------------------------------------------------
@@ -181,8 +179,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
 
     async def submit(request: Request) -> Response:
         require_write(request)
-        new = _new_task(await _json_body(request), ctx)
-        task = await run_in_threadpool(store.add, new)
+        task = await run_in_threadpool(submit_task, ctx, await _json_body(request))
         return JSONResponse(task_json(task), 201, headers={"Location": f"/api/v1/tasks/{task.id}"})
 
     async def cancel(request: Request) -> Response:
@@ -191,12 +188,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
         reason = body.get("reason")
         if reason is not None and not isinstance(reason, str):
             raise _fail(422, "reason: expected a string")
-        task_id = _task_id(request)
-        outcome = await run_in_threadpool(store.request_cancel, task_id, reason or "cancelled through the API",
-                                          replica=REPLICA)
-        task = outcome.task
-        if not outcome.requested and task.known_status is not None and task.known_status.terminal:
-            raise _fail(409, f"task {task.id} has already finished ({task.status}): nothing to cancel")
+        task = await run_in_threadpool(cancel_task, ctx, _task_id(request), reason)
         return JSONResponse({**task_json(task), "cancel_requested": True}, 202)
 
     async def retry(request: Request) -> Response:
@@ -205,7 +197,7 @@ def routes(ctx: Any) -> list[BaseRoute]:
         force = body.get("force", False)
         if not isinstance(force, bool):
             raise _fail(422, "force: expected true or false")
-        return JSONResponse(task_json(await run_in_threadpool(_retry, store, _task_id(request), force)))
+        return JSONResponse(task_json(await run_in_threadpool(retry_task, ctx, _task_id(request), force)))
 
     def logs(request: Request) -> Response:
         require_read(request)
@@ -245,48 +237,3 @@ def routes(ctx: Any) -> list[BaseRoute]:
 def _stream(lines: Iterator[str]) -> Iterator[str]:
     for line in lines:
         yield f"{line}\n"
-
-
-def _retry(store: Any, task_id: int, force: bool) -> Any:
-    task = store.get(task_id)
-    status = task.known_status
-    if status is None:
-        raise _fail(409, f"task {task.id} has status {task.status!r}, which nightwatch does not set: not retried")
-    if status in IN_FLIGHT or status is TaskStatus.NORMAL:
-        raise _fail(409, f"task {task.id} is {task.status}: it has not finished; cancel it first")
-    if status is TaskStatus.SUCCEEDED and not force:
-        raise _fail(409, f"task {task.id} succeeded: send {{\"force\": true}} to run it again")
-    if not store.requeue(task.id, status, task.attempt, f"retry of attempt {task.attempt} requested through the API",
-                         force=force, replica=REPLICA):
-        raise _fail(409, f"task {task.id} changed meanwhile (it is no longer {task.status} at attempt "
-                    f"{task.attempt}): look again")
-    return store.get(task.id)
-
-
-def _new_task(body: dict[str, Any], ctx: Any) -> NewTask:
-    """The body of ``POST /tasks`` checked as ``nightwatch task submit`` checks its arguments."""
-    unknown = sorted(set(body) - SUBMIT_FIELDS)
-    if unknown:
-        raise _fail(422, f"{unknown[0]}: unknown field (known: {', '.join(sorted(SUBMIT_FIELDS))})")
-    for key in ("name", "namespace", "image"):
-        if not isinstance(body.get(key), str) or not body[key]:
-            raise _fail(422, f"{key}: required, a non-empty string")
-    info: dict[str, Any] = {"image": body["image"]}
-    for key in ("command", "args"):
-        value = body.get(key) or []
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-            raise _fail(422, f"{key}: expected a list of strings")
-        info[key] = value
-    env = body.get("env")
-    if env:
-        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
-            raise _fail(422, "env: expected an object of names to string values")
-        info["env"] = env
-    user_id = body.get("user_id", 0)
-    if isinstance(user_id, bool) or not isinstance(user_id, int):
-        raise _fail(422, "user_id: expected a whole number")
-    text = json.dumps(info)
-    spec_for(body["name"], body["namespace"], text, ctx.allowed_namespaces, ctx.allowed_images)  # 422 if not
-    return NewTask(body["name"], body["namespace"], text, user_id)

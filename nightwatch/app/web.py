@@ -100,7 +100,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if _is_api(request):
         from nightwatch.app.api import error_body  # the API's error shape
 
-        return JSONResponse(error_body(exc.status_code, exc.detail), exc.status_code, headers=headers)
+        detail = exc.detail
+        if exc.status_code in (404, 405) and detail in ("Not Found", "Method Not Allowed"):
+            detail = f"no {request.method} {request.url.path} in this API: see /api/v1/openapi.json"
+        return JSONResponse(error_body(exc.status_code, detail), exc.status_code, headers=headers)
     return PlainTextResponse(f"{exc.detail}\n", exc.status_code, headers=headers)
 
 
