@@ -61,7 +61,13 @@ def exception_handlers() -> dict[Any, Callable[..., Any]]:
             return PlainTextResponse(f"{exc}\n", code)
         return handle
 
-    return {TaskNotFoundError: answer(404), JobNotFoundError: answer(404), DuplicateTaskError: answer(409),
+    def unexpected(request: Request, exc: Exception) -> Response:  # logged by uvicorn, then re-raised
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(error_body(500, f"unexpected error: {type(exc).__name__}"), 500)
+        return PlainTextResponse("Internal Server Error\n", 500)
+
+    return {Exception: unexpected,
+            TaskNotFoundError: answer(404), JobNotFoundError: answer(404), DuplicateTaskError: answer(409),
             IllegalTransitionError: answer(409), Conflict: answer(409), InvalidTaskSpecError: answer(422),
             TaskValueError: answer(422), UnknownStatusError: answer(422), BackendUnavailableError: answer(503)}
 

@@ -455,7 +455,7 @@ def test_the_sql_script_from_a_revision_holds_only_the_later_ones() -> None:
     assert "CREATE TABLE IF NOT EXISTS nightwatch_leader" not in script
     assert "ADD COLUMN IF NOT EXISTS message" not in script
     latest = migrations.offline_sql("postgresql", start="0004")
-    assert "idx_task_status_id" not in latest and "version_num='0005'" in latest.replace(" ", "")
+    assert "idx_task_status_id" not in latest and "version_num='0006'" in latest.replace(" ", "")
     assert "CREATE TABLE IF NOT EXISTS task_event" in latest
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_task_namespace_id" in latest
     assert "ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFAULT 1" in latest
