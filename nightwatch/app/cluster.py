@@ -60,14 +60,10 @@ class ReplicaRegistry:
         self._wake.set()
 
     def beat(self) -> None:
-        """One heartbeat (and the term's record when this replica leads a new one)."""
+        """The term's record when this replica leads a new one (first), then the heartbeat."""
         elector = self.daemon.elector
         fence = elector.fence if elector.is_leader else None
         now = self.clock.now()
-        self.store.heartbeat(ReplicaInfo(
-            identity=elector.identity, lock_name=self.lock_name, role="leader" if fence else "standby",
-            epoch=fence.epoch if fence else None, started_at=self.started_at, heartbeat_at=now,
-            version=self.version))
         if fence is not None and fence.epoch != self._recorded:
             self.store.record_leader_change(LeaderChange(self.lock_name, fence.epoch, elector.identity, now))
             self._recorded = fence.epoch
@@ -75,6 +71,10 @@ class ReplicaRegistry:
                 self.store.forget(self.lock_name, now - FORGET_AFTER)
             except NightwatchError as e:
                 logger.debug("heartbeat: cannot delete the rows of replicas gone for a day: %s", e)
+        self.store.heartbeat(ReplicaInfo(
+            identity=elector.identity, lock_name=self.lock_name, role="leader" if fence else "standby",
+            epoch=fence.epoch if fence else None, started_at=self.started_at, heartbeat_at=now,
+            version=self.version))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
