@@ -182,10 +182,17 @@ def build_app(ctx: WebContext) -> Starlette:
 
 
 class _Protocol(H11Protocol):
-    """uvicorn's h11 protocol, but a client that connects and sends nothing is hung up on after
-    the keep-alive timeout too (uvicorn times out only idle connections that had a request)."""
+    """uvicorn's h11 protocol with TCP_NODELAY, and a client that connects and sends nothing is
+    hung up on after the keep-alive timeout too (uvicorn times out only idle connections that
+    had a request)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # asyncio sets TCP_NODELAY only on sockets made with proto IPPROTO_TCP, which
+        # socket.create_server's are not: without it a keep-alive response waits ~40 ms for the
+        # client's delayed ACK (Nagle), headers and body being two writes.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
@@ -211,6 +218,10 @@ class WebServer:
             self.ctx.replicas.start()
         self._thread.start()
         return self
+
+    def open_sockets(self) -> list[Any]:
+        """The sockets of the connections open now (for tests)."""
+        return [c.transport.get_extra_info("socket") for c in list(self._server.server_state.connections)]
 
     def shutdown(self) -> None:
         """Stop serving, stop the readiness checks and heartbeats, close the listening socket."""
