@@ -1,0 +1,120 @@
+"""The console's reads: each is one or a few TaskStore (or gateway) calls, run in a worker
+thread by the page that needs it. Nothing here knows HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, replace
+from typing import Any
+
+from nightwatch.app import console_views
+from nightwatch.domain.errors import BackendUnavailableError, JobNotFoundError, TaskNotFoundError
+from nightwatch.domain.model import Task, TaskQuery, TaskStatus
+
+logger = logging.getLogger(__name__)
+
+LOG_LINE_MAX = 10_000  # characters of one log line the page shows
+
+
+@dataclass(frozen=True)
+class Listing:
+    tasks: list[Task]
+    more: bool  # an older page exists
+    counts: dict[str, int]
+
+
+class ConsoleData:
+    def __init__(self, ctx: Any) -> None:
+        self.ctx = ctx
+
+    @property
+    def store(self) -> Any:
+        return self.ctx.store
+
+    @property
+    def identity(self) -> str:
+        return str(getattr(self.ctx, "identity", "") or "")
+
+    @property
+    def allowed_namespaces(self) -> Collection[str]:
+        return tuple(getattr(self.ctx, "allowed_namespaces", None) or ())
+
+    @property
+    def allowed_images(self) -> Collection[str]:
+        return tuple(getattr(self.ctx, "allowed_images", None) or ())
+
+    def listing(self, q: TaskQuery) -> Listing:
+        found = self.store.query(replace(q, limit=q.limit + 1))
+        return Listing(found[: q.limit], len(found) > q.limit, self.store.count_by_status())
+
+    def live(self, ids: list[int], q: TaskQuery, top: int) -> tuple[list[Task], list[Task]]:
+        rows = []
+        for task_id in ids:
+            with contextlib.suppress(TaskNotFoundError):
+                rows.append(self.store.get(task_id))
+        new: list[Task] = []
+        if q.before_id is None:  # the first page shows tasks as they are added
+            new = [t for t in self.store.query(q) if t.id > top]
+        return rows, new
+
+    def task_view(self, task_id: int) -> dict[str, Any]:
+        task = self.store.get(task_id)
+        events = self.store.events(task_id)
+        now = self.ctx.clock.now()
+        status = task.known_status
+        pending_cancel = task.cancel_requested_at is not None
+        return {
+            "task": task,
+            "spec": console_views.spec_text(task.info),
+            "timeline": console_views.timeline(events, now),
+            "attempts": console_views.attempts(task, events, now),
+            "cancellable": status is not None and not status.terminal and not pending_cancel,
+            "retryable": status in (TaskStatus.FAILED, TaskStatus.CANCELLED),
+            "rerunnable": status is TaskStatus.SUCCEEDED,
+            "pending_cancel": pending_cancel,
+            "version": f"{task.status}|{task.attempt}|{len(events)}|{events[-1].id if events else 0}|"
+                       f"{pending_cancel}|{task.message or ''}",
+        }
+
+    def log_tail(self, task_id: int, tail: int) -> tuple[str, bool]:
+        """The last ``tail`` lines of the current attempt's log, and whether there is one."""
+        task = self.store.get(task_id)
+        logs = getattr(self.ctx.gateway, "logs", None)
+        if logs is None:
+            return "(this job backend gives no logs)", False
+        try:
+            lines = logs(task, tail=tail, follow=False)
+            try:
+                out = [line[:LOG_LINE_MAX] for line in lines]
+            finally:
+                close = getattr(lines, "close", None)
+                if close is not None:
+                    close()
+        except JobNotFoundError as e:
+            return f"(no log yet: {e})", False
+        except NotImplementedError:
+            return "(this job backend gives no logs)", False
+        except BackendUnavailableError as e:
+            return f"(the job backend is unavailable: {e})", False
+        return "\n".join(out[-tail:]), True
+
+    def cluster(self) -> dict[str, Any]:
+        """The API's cluster document when the API provides one, else what this replica knows."""
+        with contextlib.suppress(ImportError):
+            api = importlib.import_module("nightwatch.app.api")
+            doc_of = getattr(api, "cluster_doc", None)
+            if doc_of is not None:
+                return dict(doc_of(self.ctx))
+        daemon = getattr(self.ctx, "daemon", None)
+        elector = getattr(daemon, "elector", None)
+        leader, epoch, role = None, None, "server"
+        if elector is not None:
+            leader = elector.lock.holder()
+            epoch = self.store.current_epoch(elector.lock.name)
+            role = "leader" if elector.is_leader else "standby"
+        return {"leader": leader, "epoch": epoch,
+                "replicas": [{"identity": self.identity, "role": role, "heartbeat": None}],
+                "counts": self.store.count_by_status(), "leader_changes": []}
