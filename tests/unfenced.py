@@ -26,8 +26,12 @@ class UnfencedStore:
         return self._began.get(name) or self.inner.current_epoch(name)
 
     def transition(self, task_id: int, old: TaskStatus, new: TaskStatus, message: str | None = None,
-                   fence: Fence | None = None) -> bool:
-        return self.inner.transition(task_id, old, new, message, None)
+                   fence: Fence | None = None, **keywords: Any) -> bool:
+        return self.inner.transition(task_id, old, new, message, None, **keywords)
+
+    def requeue(self, task_id: int, old: TaskStatus, attempt: int, message: str | None = None,
+                **keywords: Any) -> bool:
+        return self.inner.requeue(task_id, old, attempt, message, **{**keywords, "fence": None})
 
     def __getattr__(self, name: str) -> Any:  # everything else is the real store's
         return getattr(self.inner, name)

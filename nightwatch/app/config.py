@@ -32,8 +32,10 @@ from nightwatch.app.config_rules import (
     number,
     one_of,
     redis_urls,
+    session_secret,
     strings,
     text,
+    tokens,
 )
 from nightwatch.app.scheduler import Cron, Every, Schedule, parse_schedule
 from nightwatch.domain.errors import ConfigError
@@ -182,7 +184,9 @@ SCHEMA: dict[str, Any] = {
                        "forbidden_grace": duration},
     },
     "watchers": "*watchers",
-    "server": {"listen": listen, "shutdown_timeout": duration},
+    "server": {"listen": listen, "shutdown_timeout": duration, "max_body": integer(1024, 64 * 1024 * 1024),
+               "auth": {"tokens": tokens, "read": boolean, "session_secret": session_secret,
+                        "secure_cookies": boolean}},
     "log": {"level": one_of("debug", "info", "warning", "error"), "format": one_of("text", "json")},
 }
 
@@ -211,7 +215,15 @@ def check(config: Mapping[str, Any]) -> dict[str, Any]:
     out["jobs"].setdefault("fake", {})
     _check_lock(out["lock"])
     _check_task_sync(out)
+    _check_auth(out["server"])
     return out
+
+
+def _check_auth(server: Mapping[str, Any]) -> None:
+    auth = server.get("auth") or {}
+    if auth.get("read") and not auth.get("tokens"):
+        raise ConfigError("server.auth.read: true needs a token in server.auth.tokens (none is set), "
+                          "or nobody could read")
 
 
 def _check_lock(lock: Mapping[str, Any]) -> None:
@@ -312,7 +324,7 @@ def _check_watchers(prefix: str, value: Any) -> dict[str, Any]:
 
 
 MASK = "******"
-_SECRET_KEYS = {"password"}
+_SECRET_KEYS = {"password", "tokens", "session_secret"}
 
 
 def masked(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sql_databases import SEED_DIR, mysql_database, postgres_database, postgres_execute, sql_statements
 
 from nightwatch.adapters.store import migrations
@@ -160,6 +161,16 @@ def assert_at_head(engine: sa.Engine) -> None:
     assert index_columns(engine)["idx_task_status_id"] == ["status", "id"]
     assert "idx_task_status" not in index_columns(engine)
     assert {c["name"] for c in sa.inspect(engine).get_columns("nightwatch_leader")} == {"name", "epoch"}
+    assert columns["attempt"]["nullable"] is False
+    assert all(columns[c]["nullable"] for c in LIFECYCLE[1:])
+    assert index_columns(engine)["idx_task_namespace_id"] == ["namespace", "id"]
+    assert index_columns(engine, "task_event") == {"idx_task_event_task_id": ["task_id", "id"],
+                                                   "idx_task_event_at": ["at"]}
+    assert [c["name"] for c in sa.inspect(engine).get_columns("task_event")] == [
+        "id", "task_id", "attempt", "at", "from_status", "to_status", "message", "epoch", "replica"]
+
+
+LIFECYCLE = ["attempt", "cancel_requested_at", "cancel_reason", "retry_at", "finished_at"]  # 0005
 
 
 # -- from empty, from the seed, from 0.1 ------------------------------------------------------
@@ -179,8 +190,9 @@ def test_upgrade_from_the_seed_table_keeps_its_rows_and_adds_only_nightwatchs_pa
     assert_at_head(db.engine)
     assert tasks(db.engine) == [(1, "demo-task-1", "Normal"), (2, "demo-task-2", "Normal")]
     after = schema(db.engine)["task"]
-    assert after["columns"][:-1] == before["columns"]  # the user's columns untouched, message appended
-    assert after["columns"][-1][0] == "message"
+    n = len(before["columns"])
+    assert after["columns"][:n] == before["columns"]  # the user's columns untouched, nightwatch's appended
+    assert [c[0] for c in after["columns"][n:]] == ["message", *LIFECYCLE]
     assert after["uniques"] == before["uniques"]
 
 
@@ -191,9 +203,10 @@ def test_a_database_made_by_0_1_is_stamped_and_its_ddl_not_run_again(db: Databas
     assert_at_head(db.engine)
     ddl = [s for s in sent if re.match(r"\s*(CREATE|ALTER|DROP)\b", s, re.I)]
     touched = [s for s in ddl if "nightwatch_alembic_version" not in s]
-    # 0.1 made the task table, message and nightwatch_leader: only the (status, id) index is new
-    assert touched and all("idx_task_status" in s for s in touched), touched
-    assert not any(re.search(r"ADD COLUMN|CREATE TABLE (IF NOT EXISTS )?(task|nightwatch_leader)", s, re.I)
+    # 0.1 made the task table, message and nightwatch_leader: only the (status, id) index and 0005 are new
+    assert touched and all(re.search(r"idx_task_status|task_event|idx_task_namespace_id|" + "|".join(LIFECYCLE), s)
+                           for s in touched), touched
+    assert not any(re.search(r"ADD COLUMN message|CREATE TABLE (IF NOT EXISTS )?(task|nightwatch_leader)\b", s, re.I)
                    for s in sent)
     assert tasks(db.engine) == [(1, "old-task", "Failed")]
     with db.engine.connect() as conn:
@@ -256,11 +269,18 @@ def test_the_index_on_the_users_table_is_built_without_blocking_writes(db: Datab
     seed(db)
     sent = statements_of(db.engine)
     migrations.upgrade(db.engine)
-    [create] = [s for s in sent if "idx_task_status_id" in s]
-    if db.kind == "postgresql":
-        assert create.startswith("CREATE INDEX CONCURRENTLY")
+    for index in ("idx_task_status_id", "idx_task_namespace_id"):
+        [create] = [s for s in sent if index in s]
+        if db.kind == "postgresql":
+            assert create.startswith("CREATE INDEX CONCURRENTLY")
+        else:
+            assert create.endswith("ALGORITHM=INPLACE, LOCK=NONE")
+    [add] = [s for s in sent if "ADD COLUMN attempt" in s]  # the five columns in one statement
+    assert all(f"ADD COLUMN {c} " in add for c in LIFECYCLE), add
+    if db.kind == "mysql":
+        assert add.endswith("ALGORITHM=INSTANT")  # no copy of the user's table
     else:
-        assert create.endswith("ALGORITHM=INPLACE, LOCK=NONE")
+        assert "NOT NULL DEFAULT 1" in add  # a constant default: a catalogue change, no rewrite
 
 
 @pytest.mark.postgres
@@ -432,4 +452,36 @@ def test_the_sql_script_applied_by_hand_gives_the_schema_db_migrate_gives(db: Da
 def test_the_sql_script_from_a_revision_holds_only_the_later_ones() -> None:
     script = migrations.offline_sql("postgresql", start="0003")
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_task_status_id" in script
-    assert "CREATE TABLE" not in script and "ADD COLUMN" not in script
+    assert "CREATE TABLE IF NOT EXISTS nightwatch_leader" not in script
+    assert "ADD COLUMN IF NOT EXISTS message" not in script
+    latest = migrations.offline_sql("postgresql", start="0004")
+    assert "idx_task_status_id" not in latest and "version_num='0005'" in latest.replace(" ", "")
+    assert "CREATE TABLE IF NOT EXISTS task_event" in latest
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_task_namespace_id" in latest
+    assert "ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFAULT 1" in latest
+
+
+def test_a_0004_table_with_rows_upgrades_with_attempt_1_and_nothing_else_changed(db: Database) -> None:
+    seed(db)
+    with migrations._migration_connection(db.engine) as conn:
+        command.upgrade(migrations._config(connection=conn), "0004")
+        conn.commit()
+    assert migrations.current(db.engine) == "0004"
+    before_schema, before_rows = schema(db.engine), all_rows(db.engine)
+    migrations.upgrade(db.engine)
+    assert_at_head(db.engine)
+    after_schema, after_rows = schema(db.engine), all_rows(db.engine)
+    n = len(before_schema["task"]["columns"])
+    assert after_schema["task"]["columns"][:n] == before_schema["task"]["columns"]
+    assert {k: v for k, v in after_schema["task"].items() if k not in ("columns", "indexes")} == {
+        k: v for k, v in before_schema["task"].items() if k not in ("columns", "indexes")}
+    assert set(after_schema["task"]["indexes"]) - set(before_schema["task"]["indexes"]) == {
+        ("idx_task_namespace_id", ("namespace", "id"), False)}
+    assert [r[:n] for r in after_rows] == before_rows and len(after_rows) == 2  # the seed's two rows
+    assert [r[n:] for r in after_rows] == [(1, None, None, None, None)] * 2
+    assert after_schema["nightwatch_leader"] == before_schema["nightwatch_leader"]
+
+
+def all_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text("SELECT * FROM task ORDER BY id"))]

@@ -8,18 +8,21 @@ check (the positive control, built on the test side) the same write goes through
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from sql_databases import mysql_database, postgres_database
 from unfenced import UnfencedStore
 
 from nightwatch.adapters.clock import SystemClock
-from nightwatch.adapters.store.sql import mysql_store, postgres_store
+from nightwatch.adapters.store.sql import SQLTaskStore, mysql_store, postgres_store
 from nightwatch.domain.errors import FencedError
 from nightwatch.domain.model import Fence, NewTask, TaskStatus
 from nightwatch.domain.ports import TaskStore
@@ -73,7 +76,7 @@ def setup(request: pytest.FixtureRequest) -> Iterator[Setup]:
                 s.close()
 
 
-def write_during_a_bump(setup: Setup, fencing: bool) -> Future[bool]:
+def write_during_a_bump(setup: Setup, fencing: bool) -> tuple[Future[bool], TaskStore, int]:
     make, bump = setup
     store = make(fencing)
     store.migrate()
@@ -86,13 +89,74 @@ def write_during_a_bump(setup: Setup, fencing: bool) -> Future[bool]:
             if fencing:
                 assert not write.done(), "the fenced write should wait for the epoch bump"
         write.exception(timeout=10)
-    return write
+    return write, store, task.id
 
 
 def test_a_write_racing_an_epoch_bump_waits_and_is_refused(setup: Setup) -> None:
-    write = write_during_a_bump(setup, fencing=True)
+    write, store, task_id = write_during_a_bump(setup, fencing=True)
     assert isinstance(write.exception(), FencedError), write.exception() or write.result()
+    assert store.get(task_id).status == "Normal" and store.events(task_id) == []  # no event for it either
 
 
 def test_without_the_epoch_check_the_racing_write_goes_through(setup: Setup) -> None:
-    assert write_during_a_bump(setup, fencing=False).result() is True
+    write, store, task_id = write_during_a_bump(setup, fencing=False)
+    assert write.result() is True
+    assert [e.to_status for e in store.events(task_id)] == ["Pending"]
+
+
+# -- the epoch row's shared lock is held until the event is written and both commit -------------
+
+class SeparateStatements(SQLTaskStore):
+    """The protection switched off on the test side: no transaction around the CAS and its event."""
+
+    @contextmanager
+    def _atomic(self) -> Iterator[sa.Connection]:
+        with self._db() as conn:
+            yield conn
+
+
+def bump_between_the_write_and_its_event(setup: Setup, protected: bool) -> tuple[bool, TaskStore, int, int]:
+    """Pause the leader's write after its compare-and-set, before its event; meanwhile another
+    replica begins a term. Returns (did the term begin while the write was paused, ...)."""
+    make, _ = setup
+    store, successor = make(True), make(True)
+    store.migrate()
+    assert isinstance(store, SQLTaskStore)
+    if not protected:
+        store = SeparateStatements(store.engine, SystemClock(), store.where)
+    task = store.add(NewTask("t", "default", '{"image":"alpine"}'))
+    fence = Fence(LEADER, store.begin_term(LEADER), "old-leader")
+    paused, resume = threading.Event(), threading.Event()
+
+    def pause(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO TASK_EVENT"):
+            paused.set()
+            resume.wait(10)
+
+    sa.event.listen(store.engine, "before_cursor_execute", pause)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            write = pool.submit(store.transition, task.id, TaskStatus.NORMAL, TaskStatus.PENDING, None, fence)
+            assert paused.wait(10)
+            term = pool.submit(successor.begin_term, LEADER)
+            time.sleep(0.5)
+            began_meanwhile = term.done()
+            resume.set()
+            assert write.result(timeout=10) is True
+            new_epoch = term.result(timeout=10)
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", pause)
+    assert new_epoch == fence.epoch + 1
+    return began_meanwhile, store, task.id, fence.epoch
+
+
+def test_a_new_term_waits_until_the_old_leaders_write_and_its_event_commit(setup: Setup) -> None:
+    began_meanwhile, store, task_id, epoch = bump_between_the_write_and_its_event(setup, protected=True)
+    assert not began_meanwhile, "begin_term went through while the fenced write was not committed"
+    assert [(e.to_status, e.epoch, e.replica) for e in store.events(task_id)] == [("Pending", epoch, "old-leader")]
+
+
+def test_without_the_transaction_a_new_term_begins_between_the_write_and_its_event(setup: Setup) -> None:
+    """Positive control: the test above fails when the CAS commits on its own."""
+    began_meanwhile, *_ = bump_between_the_write_and_its_event(setup, protected=False)
+    assert began_meanwhile

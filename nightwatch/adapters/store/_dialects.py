@@ -1,4 +1,4 @@
-"""What differs per database, in one table: the fenced UPDATE, ``begin_term``, exact status
+"""What differs per database, in one table: the fence check of a status write, ``begin_term``, exact status
 matching, and how each driver's errors map to port errors.
 
 Everything else the SQL store does is plain SQLAlchemy Core and the same on every backend.
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from nightwatch.adapters.store.schema import nightwatch_leader, task
+from nightwatch.adapters.store.schema import nightwatch_leader, task_event
 from nightwatch.domain.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -204,9 +204,11 @@ class Dialect:
     exact: Callable[[sa.ColumnElement[Any], str], sa.ColumnElement[bool]]
     # The expression to group statuses by so that case and trailing spaces stay apart.
     group_key: Callable[[sa.ColumnElement[Any]], sa.ColumnElement[Any]]
-    # The fenced compare-and-set as ONE statement; binds new_status, new_message, now, task_id,
-    # old_status, lock, epoch.
-    fenced_update: sa.Executable
+    fence: FenceCheck
+    # The isolation level of a transaction of the store (the engine itself autocommits).
+    isolation: str
+    # DELETE of at most ``limit`` events older than ``before`` (naive UTC).
+    prune: Callable[[Any, int], sa.Executable]
     begin_term: Callable[[Connection, str], int]
     classify: Classifier
 
@@ -242,32 +244,45 @@ def _same(column: sa.ColumnElement[Any], value: str) -> sa.ColumnElement[bool]:
     return column == value  # PostgreSQL's deterministic collations and SQLite's BINARY are exact
 
 
-_MYSQL_FENCED = sa.text(
-    "UPDATE task t JOIN nightwatch_leader l ON l.name = :lock"
-    " SET t.status = :new_status, t.message = :new_message, t.updated_at = :now"
-    " WHERE t.id = :task_id AND t.status = :old_status AND CAST(t.status AS BINARY) = :old_status AND l.epoch = :epoch"
-)
-_POSTGRES_FENCED = sa.text(
-    "UPDATE task SET status = :new_status, message = :new_message, updated_at = :now"
-    " FROM (SELECT epoch FROM nightwatch_leader WHERE name = :lock FOR SHARE) l"
-    " WHERE task.id = :task_id AND task.status = :old_status AND l.epoch = :epoch"
-)
-# SQLite runs the statement under its single writer lock: the epoch cannot change between
-# the check in the subquery and the write.
-_SQLITE_FENCED = (
-    sa.update(task)
-    .values(status=sa.bindparam("new_status"), message=sa.bindparam("new_message"), updated_at=sa.bindparam("now"))
-    .where(
-        task.c.id == sa.bindparam("task_id"),
-        task.c.status == sa.bindparam("old_status"),
-        sa.select(nightwatch_leader.c.epoch).where(nightwatch_leader.c.name == sa.bindparam("lock"))
-        .scalar_subquery() == sa.bindparam("epoch"),
-    )
-)
+# The epoch check of a fenced write, as WHERE conditions of an UPDATE of task (binds ``lock``
+# and ``epoch``). The leader row is read with a shared lock held until the write commits, so
+# a concurrent ``begin_term`` waits for it, and a write that waited sees the new epoch.
+FenceCheck = Callable[[], list[sa.ColumnElement[bool]]]
+
+
+def _mysql_fence() -> list[sa.ColumnElement[bool]]:
+    # A multi-table UPDATE: InnoDB reads the leader row with a shared lock (as the JOIN form).
+    return [nightwatch_leader.c.name == sa.bindparam("lock"), nightwatch_leader.c.epoch == sa.bindparam("epoch")]
+
+
+def _postgres_fence() -> list[sa.ColumnElement[bool]]:
+    leader = (sa.select(nightwatch_leader.c.epoch).where(nightwatch_leader.c.name == sa.bindparam("lock"))
+              .with_for_update(read=True).subquery("l"))
+    return [leader.c.epoch == sa.bindparam("epoch")]
+
+
+def _sqlite_fence() -> list[sa.ColumnElement[bool]]:
+    # SQLite writes under its single writer lock: the epoch cannot change between the check and
+    # the commit.
+    epoch = sa.select(nightwatch_leader.c.epoch).where(nightwatch_leader.c.name == sa.bindparam("lock"))
+    return [epoch.scalar_subquery() == sa.bindparam("epoch")]
+
+
+def _prune_by_id(before: Any, limit: int) -> sa.Executable:
+    oldest = sa.select(task_event.c.id).where(task_event.c.at < before).order_by(task_event.c.at).limit(limit)
+    return sa.delete(task_event).where(task_event.c.id.in_(oldest))
+
+
+def _mysql_prune(before: Any, limit: int) -> sa.Executable:
+    # MariaDB/MySQL refuse LIMIT in an IN subquery; their DELETE takes a LIMIT itself.
+    return sa.delete(task_event).where(task_event.c.at < before).with_dialect_options(mysql_limit=limit)
+
 
 DIALECTS = {
-    "mysql": Dialect("mysql", _binary, lambda c: sa.cast(c, sa.LargeBinary), _MYSQL_FENCED, _mysql_term, _mysql),
-    "postgresql": Dialect("postgresql", _same, lambda c: c, _POSTGRES_FENCED, _on_conflict_term(postgresql.insert),
-                          _postgres),
-    "sqlite": Dialect("sqlite", _same, lambda c: c, _SQLITE_FENCED, _on_conflict_term(sqlite.insert), _sqlite),
+    "mysql": Dialect("mysql", _binary, lambda c: sa.cast(c, sa.LargeBinary), _mysql_fence, "READ COMMITTED",
+                     _mysql_prune, _mysql_term, _mysql),
+    "postgresql": Dialect("postgresql", _same, lambda c: c, _postgres_fence, "READ COMMITTED", _prune_by_id,
+                          _on_conflict_term(postgresql.insert), _postgres),
+    "sqlite": Dialect("sqlite", _same, lambda c: c, _sqlite_fence, "SERIALIZABLE", _prune_by_id,
+                      _on_conflict_term(sqlite.insert), _sqlite),
 }

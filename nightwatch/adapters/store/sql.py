@@ -12,15 +12,16 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine
 
 from nightwatch.adapters.store._dialects import DIALECTS, Dialect, sqlite_wal
-from nightwatch.adapters.store.schema import nightwatch_leader, task
+from nightwatch.adapters.store._rows import EVENT_COLUMNS, TASK_COLUMNS, naive, text, to_event, to_task
+from nightwatch.adapters.store.schema import nightwatch_leader, task, task_event
 from nightwatch.domain.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -30,12 +31,16 @@ from nightwatch.domain.errors import (
     TaskNotFoundError,
 )
 from nightwatch.domain.model import (
+    CancelRequest,
     Fence,
     NewTask,
     Task,
+    TaskEvent,
+    TaskQuery,
     TaskStatus,
     check_bigint,
     check_new_task,
+    check_requeue,
     check_transition,
     fit_message,
 )
@@ -43,11 +48,8 @@ from nightwatch.domain.ports import Clock, TaskStore
 
 logger = logging.getLogger(__name__)
 
-# Timestamps are read as the driver gives them (SQLite: text), and parsed leniently by _utc:
-# a value the user's system wrote oddly becomes None instead of failing the whole page.
-_COLUMNS = (task.c.id, task.c.name, task.c.namespace, task.c.info, task.c.status, task.c.user_id,
-            task.c.message, sa.type_coerce(task.c.created_at, sa.String).label("created_at"),
-            sa.type_coerce(task.c.updated_at, sa.String).label("updated_at"))
+_COLUMNS = TASK_COLUMNS
+_TERMINAL = tuple(str(s) for s in TaskStatus if s.terminal)
 _logged_classes: set[str] = set()  # unforeseen error classes already logged with a traceback
 _logged_mutex = threading.Lock()
 
@@ -79,6 +81,15 @@ class SQLTaskStore(TaskStore):
         with self._boundary(), self.engine.connect() as conn:
             yield conn
 
+    @contextmanager
+    def _atomic(self) -> Iterator[Connection]:
+        """One transaction (the engine autocommits): a status write and its event commit together,
+        and the fence's shared lock on the leader row is held until then."""
+        with self._db() as conn:
+            conn.execution_options(isolation_level=self._dialect.isolation)  # reset when back in the pool
+            with conn.begin():
+                yield conn
+
     def translate(self, e: BaseException) -> NightwatchError:
         """The port error for any exception of the driver, SQLAlchemy or the OS."""
         if isinstance(e, NightwatchError):
@@ -101,7 +112,9 @@ class SQLTaskStore(TaskStore):
 
     def _now(self) -> datetime:
         """Naive UTC from the injected clock: the columns are timezone-less, sessions in UTC."""
-        return self._clock.now().astimezone(UTC).replace(tzinfo=None)
+        now = naive(self._clock.now())
+        assert now is not None
+        return now
 
     # -- schema ----------------------------------------------------------------------------
 
@@ -135,7 +148,7 @@ class SQLTaskStore(TaskStore):
                 conn.commit()
         except DuplicateTaskError as e:
             raise DuplicateTaskError(f"a task named {new.name!r} already exists in {new.namespace!r}") from e
-        return _task(row)
+        return to_task(row)
 
     def get(self, task_id: int) -> Task:
         check_bigint("id", task_id)
@@ -143,7 +156,7 @@ class SQLTaskStore(TaskStore):
             row = conn.execute(sa.select(*_COLUMNS).where(task.c.id == task_id)).one_or_none()
         if row is None:
             raise TaskNotFoundError(task_id)
-        return _task(row)
+        return to_task(row)
 
     def page(self, statuses: Sequence[str] | None, after_id: int, limit: int) -> list[Task]:
         """One index seek per status (``status = ? AND id > ? ORDER BY id``), merged by id: an
@@ -156,13 +169,13 @@ class SQLTaskStore(TaskStore):
             else:
                 rows = [r for s in dict.fromkeys(map(str, statuses))
                         for r in conn.execute(query.where(self._dialect.exact(task.c.status, s)))]
-        return sorted((_task(r) for r in rows), key=lambda t: t.id)[:limit]
+        return sorted((to_task(r) for r in rows), key=lambda t: t.id)[:limit]
 
     def count_by_status(self) -> dict[str, int]:
         key = self._dialect.group_key(task.c.status).label("status")
         with self._db() as conn:
             rows = conn.execute(sa.select(key, sa.func.count()).group_by(key)).all()
-        return {_text(status): int(n) for status, n in rows}
+        return {text(status): int(n) for status, n in rows}
 
     def begin_term(self, name: str) -> int:
         with self._db() as conn:
@@ -188,60 +201,140 @@ class SQLTaskStore(TaskStore):
         new: TaskStatus,
         message: str | None = None,
         fence: Fence | None = None,
+        *,
+        attempt: int | None = None,
+        replica: str = "",
     ) -> bool:
         check_transition(old, new)
-        params: dict[str, Any] = {"new_status": str(new), "new_message": fit_message(message), "now": self._now(),
-                                  "task_id": task_id, "old_status": str(old)}
-        with self._db() as conn:
-            if fence is None:
-                statement: sa.Executable = (
-                    sa.update(task).where(task.c.id == task_id, self._dialect.exact(task.c.status, str(old)))
-                    .values(status=str(new), message=params["new_message"], updated_at=params["now"])
-                )
-                written = conn.execute(statement).rowcount == 1
-            else:
-                written = conn.execute(
-                    self._dialect.fenced_update, {**params, "lock": fence.name, "epoch": fence.epoch}
-                ).rowcount == 1
-            conn.commit()
-            if not written and fence is not None and self._epoch(conn, fence.name) != fence.epoch:
-                raise FencedError(fence.name, fence.epoch)
+        now = self._now()
+        values: dict[str, Any] = {"status": str(new), "message": fit_message(message), "updated_at": now}
+        if new.terminal:
+            values["finished_at"] = now
+        return self._cas(task_id, old, new, values, fence, attempt, replica, now)
+
+    def requeue(
+        self,
+        task_id: int,
+        old: TaskStatus,
+        attempt: int,
+        message: str | None = None,
+        *,
+        retry_at: datetime | None = None,
+        force: bool = False,
+        fence: Fence | None = None,
+        replica: str = "",
+    ) -> bool:
+        check_requeue(old, force=force)
+        now = self._now()
+        values = {"status": str(TaskStatus.NORMAL), "attempt": task.c.attempt + 1, "message": fit_message(message),
+                  "retry_at": naive(retry_at), "finished_at": None, "cancel_requested_at": None,
+                  "cancel_reason": None, "updated_at": now}
+        return self._cas(task_id, old, TaskStatus.NORMAL, values, fence, attempt, replica, now)
+
+    def _cas(self, task_id: int, old: TaskStatus, new: TaskStatus, values: dict[str, Any], fence: Fence | None,
+             attempt: int | None, replica: str, now: datetime) -> bool:
+        """The compare-and-set and its event, in one transaction; FencedError or False write neither."""
+        check_bigint("id", task_id)
+        where = [task.c.id == task_id, self._dialect.exact(task.c.status, str(old))]
+        params: dict[str, Any] = {}
+        if attempt is not None:
+            where.append(task.c.attempt == attempt)
+        if fence is not None:
+            where += self._dialect.fence()
+            params = {"lock": fence.name, "epoch": fence.epoch}
+        event = sa.insert(task_event).values(
+            task_id=task_id, attempt=sa.select(task.c.attempt).where(task.c.id == task_id).scalar_subquery(),
+            at=now, from_status=str(old), to_status=str(new), message=values["message"],
+            epoch=fence.epoch if fence else None, replica=fence.replica if fence else replica,
+        )
+        with self._atomic() as conn:
+            written = conn.execute(sa.update(task).where(*where).values(values), params).rowcount == 1
+            if written:
+                conn.execute(event)
+        if not written and fence is not None and self.current_epoch(fence.name) != fence.epoch:
+            raise FencedError(fence.name, fence.epoch)
         return written
+
+    def request_cancel(self, task_id: int, reason: str | None = None, *, replica: str = "") -> CancelRequest:
+        check_bigint("id", task_id)
+        finished = sa.or_(*(self._dialect.exact(task.c.status, s) for s in _TERMINAL))
+        ask = (sa.update(task).where(task.c.id == task_id, task.c.cancel_requested_at.is_(None), sa.not_(finished))
+               # updated_at set to itself: MySQL's ON UPDATE CURRENT_TIMESTAMP would move it
+               .values(cancel_requested_at=self._now(), cancel_reason=fit_message(reason),
+                       updated_at=task.c.updated_at))
+        with self._db() as conn:
+            requested = conn.execute(ask).rowcount == 1
+            row = conn.execute(sa.select(*_COLUMNS).where(task.c.id == task_id)).one_or_none()
+        if row is None:
+            raise TaskNotFoundError(task_id)
+        return CancelRequest(to_task(row), requested=requested)
+
+    def find(self, name: str, namespace: str) -> Task:
+        exact = self._dialect.exact
+        query = sa.select(*_COLUMNS).where(exact(task.c.name, name), exact(task.c.namespace, namespace))
+        with self._db() as conn:
+            row = conn.execute(query).one_or_none()
+        if row is None:
+            raise TaskNotFoundError(f"{name!r} in namespace {namespace!r}")
+        return to_task(row)
+
+    def _filters(self, q: TaskQuery) -> list[sa.ColumnElement[bool]]:
+        exact, where = self._dialect.exact, []
+        if q.namespace is not None:
+            where.append(exact(task.c.namespace, q.namespace))
+        if q.name is not None:
+            where.append(exact(task.c.name, q.name))
+        if q.user_id is not None:
+            check_bigint("user_id", q.user_id)
+            where.append(task.c.user_id == q.user_id)
+        if q.since is not None:
+            where.append(task.c.created_at >= naive(q.since))
+        if q.before_id is not None:
+            check_bigint("id", q.before_id)
+            where.append(task.c.id < q.before_id)
+        return where
+
+    def query(self, q: TaskQuery) -> list[Task]:
+        """Newest first. One index seek per status (as ``page``), merged by id: an ``IN`` list
+        would sort every matching row for each page."""
+        base = sa.select(*_COLUMNS).where(*self._filters(q)).order_by(task.c.id.desc()).limit(max(0, q.limit))
+        with self._db() as conn:
+            if not q.statuses:
+                rows = list(conn.execute(base))
+            else:
+                rows = [r for s in dict.fromkeys(q.statuses)
+                        for r in conn.execute(base.where(self._dialect.exact(task.c.status, s)))]
+        return sorted((to_task(r) for r in rows), key=lambda t: -t.id)[: max(0, q.limit)]
+
+    def count(self, q: TaskQuery) -> int:
+        where = self._filters(q)
+        if q.statuses:
+            where.append(sa.or_(*(self._dialect.exact(task.c.status, s) for s in dict.fromkeys(q.statuses))))
+        with self._db() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(task).where(*where)).scalar_one())
+
+    def events(self, task_id: int, limit: int = 1000) -> list[TaskEvent]:
+        check_bigint("id", task_id)
+        query = (sa.select(*EVENT_COLUMNS).where(task_event.c.task_id == task_id)
+                 .order_by(task_event.c.at.desc(), task_event.c.id.desc()).limit(max(0, limit)))
+        with self._db() as conn:
+            rows = conn.execute(query).all()
+        return [to_event(r) for r in reversed(rows)]
+
+    def prune_events(self, before: datetime, limit: int = 10_000) -> int:
+        """One batch: at most ``limit`` rows, so no statement holds many row locks for long."""
+        with self._db() as conn:
+            return int(conn.execute(self._dialect.prune(naive(before), max(0, limit))).rowcount)
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-# -- rows -------------------------------------------------------------------------------------
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", errors="replace")
-    return "" if value is None else str(value)
-
-
-def _utc(value: Any) -> datetime | None:
-    """A timestamp from the database as an aware UTC datetime (naive = already UTC)."""
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:  # MySQL zero dates and other oddities the user may have written
-            return None
-    if not isinstance(value, datetime):
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _task(row: Row[Any]) -> Task:
-    id_, name, namespace, info, status, user_id, message, created_at, updated_at = row
-    return Task(
-        id=int(id_), name=_text(name), namespace=_text(namespace), info=_text(info), status=_text(status),
-        user_id=int(user_id or 0), message=None if message is None else _text(message),
-        created_at=_utc(created_at), updated_at=_utc(updated_at),
-    )
-
-
 # -- engines, one per backend's config keys ---------------------------------------------------
+
+# The fenced UPDATE reads the one leader row beside the task row on purpose (no join condition):
+# SQLAlchemy's FROM linter would warn about that cross join on every write.
+_ENGINE: dict[str, Any] = {"enable_from_linting": False}
 
 def sqlite_store(path: str, clock: Clock, *, timeout: float = 10.0) -> SQLTaskStore:
     """One file shared by the processes of a host: WAL so readers are not blocked, a busy
@@ -254,7 +347,7 @@ def sqlite_store(path: str, clock: Clock, *, timeout: float = 10.0) -> SQLTaskSt
                 raise ConfigError(f"store.sqlite: cannot create {path}: {e} (check store.sqlite.path)") from e
 
     engine = sa.create_engine(
-        sa.URL.create("sqlite", database=path), isolation_level="AUTOCOMMIT", pool_pre_ping=True,
+        sa.URL.create("sqlite", database=path), isolation_level="AUTOCOMMIT", pool_pre_ping=True, **_ENGINE,
         connect_args={"timeout": timeout, "check_same_thread": False},
         poolclass=sa.pool.StaticPool if path == ":memory:" else None,
     )
@@ -274,7 +367,7 @@ def mysql_store(host: str, port: int, user: str, password: str, database: str, c
     url = sa.URL.create("mysql+pymysql", username=user, password=password or None, host=host, port=int(port),
                         database=database, query={"charset": "utf8mb4"})
     engine = sa.create_engine(
-        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_recycle=3600, pool_size=pool_size,
+        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_recycle=3600, pool_size=pool_size, **_ENGINE,
         max_overflow=0, pool_timeout=connect_timeout + read_timeout, connect_args=connect_args,
     )
 
@@ -313,6 +406,6 @@ def postgres_store(dsn: str, clock: Clock, *, connect_timeout: float = 5, statem
     engine = sa.create_engine(
         "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn, **session),  # the DSN as the user wrote it
         isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=pool_size, max_overflow=0,
-        pool_timeout=connect_timeout + statement_timeout,
+        pool_timeout=connect_timeout + statement_timeout, **_ENGINE,
     )
     return SQLTaskStore(engine, clock, f"store.postgres ({params.get('host') or 'local socket'}:{port})")
