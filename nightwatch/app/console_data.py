@@ -4,14 +4,14 @@ thread by the page that needs it. Nothing here knows HTTP."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
 from nightwatch.app import console_views
-from nightwatch.domain.errors import BackendUnavailableError, JobNotFoundError, TaskNotFoundError
+from nightwatch.app.cluster import cluster_view
+from nightwatch.domain.errors import BackendUnavailableError, JobNotFoundError, NightwatchError, TaskNotFoundError
 from nightwatch.domain.model import Task, TaskQuery, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -102,19 +102,19 @@ class ConsoleData:
         return "\n".join(out[-tail:]), True
 
     def cluster(self) -> dict[str, Any]:
-        """The API's cluster document when the API provides one, else what this replica knows."""
-        with contextlib.suppress(ImportError):
-            api = importlib.import_module("nightwatch.app.api")
-            doc_of = getattr(api, "cluster_doc", None)
-            if doc_of is not None:
-                return dict(doc_of(self.ctx))
+        """What ``GET /api/v1/cluster`` answers (replicas report themselves through the store);
+        when the replicas cannot be read, the leader, epoch and counts with the reason why."""
+        try:
+            return cluster_view(self.ctx)
+        except NightwatchError as e:
+            if isinstance(e, BackendUnavailableError):
+                raise
+            logger.warning("console: cluster view without replicas: %s", e)
+            problem = str(e)
         daemon = getattr(self.ctx, "daemon", None)
         elector = getattr(daemon, "elector", None)
-        leader, epoch, role = None, None, "server"
-        if elector is not None:
-            leader = elector.lock.holder()
-            epoch = self.store.current_epoch(elector.lock.name)
-            role = "leader" if elector.is_leader else "standby"
-        return {"leader": leader, "epoch": epoch,
-                "replicas": [{"identity": self.identity, "role": role, "heartbeat": None}],
-                "counts": self.store.count_by_status(), "leader_changes": []}
+        lock = elector.lock if elector is not None else None
+        return {"leader": lock.holder() if lock is not None else None,
+                "epoch": self.store.current_epoch(lock.name) if lock is not None else None,
+                "lock": lock.name if lock is not None else "", "served_by": self.identity, "replicas": [],
+                "leader_changes": [], "counts": self.store.count_by_status(), "problem": problem}

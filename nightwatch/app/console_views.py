@@ -148,25 +148,23 @@ def _lines(text: str) -> list[str]:
     return [line.rstrip("\r") for line in text.split("\n") if line.strip()]
 
 
-def info_from_form(values: Mapping[str, str]) -> dict[str, Any]:
-    """The submit form as a task's ``info``: ``command`` split as a shell splits words, ``args``
-    one argument per line (kept as typed, spaces included), ``env`` one ``KEY=VALUE`` per line.
-    InvalidTaskSpecError naming the field that cannot be read."""
+def submit_doc(values: Mapping[str, str]) -> dict[str, Any]:
+    """The submit form as the body ``POST /api/v1/tasks`` takes: ``command`` split as a shell
+    splits words, ``args`` one argument per line (kept as typed, spaces included), ``env`` one
+    ``KEY=VALUE`` per line. InvalidTaskSpecError naming the field that cannot be read."""
     try:
         command = shlex.split(values.get("command", ""))
     except ValueError as e:
         raise InvalidTaskSpecError(f"command: {e} (words are split as a shell splits them)") from None
-    info: dict[str, Any] = {"image": values.get("image", "").strip(), "command": command,
-                            "args": _lines(values.get("args", ""))}
     env: dict[str, str] = {}
     for n, line in enumerate(_lines(values.get("env", "")), start=1):
         key, sep, value = line.partition("=")
         if not sep or not key.strip():
             raise InvalidTaskSpecError(f"env line {n}: expected KEY=VALUE, got {line[:60]!r}")
         env[key.strip()] = value
-    if env:
-        info["env"] = env
-    return info
+    return {"name": values.get("name", "").strip(), "namespace": values.get("namespace", "").strip(),
+            "image": values.get("image", "").strip(), "command": command, "args": _lines(values.get("args", "")),
+            "env": env, "user_id": user_id_from_form(values)}
 
 
 def user_id_from_form(values: Mapping[str, str]) -> int:

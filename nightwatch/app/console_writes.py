@@ -1,14 +1,13 @@
 """The console's POST forms: submit, cancel, retry, sign in and out.
 
 Each checks that writes are on and the browser may write (a signed-in session or a bearer
-token), then the form's CSRF token, then makes the same store call as the CLI. Success
+token), then the form's CSRF token, then makes the same store call as the CLI and the API (``task_requests``). Success
 redirects (303) to a page that names what happened through a fixed ``done`` key, so no
 submitted text is ever reflected in a URL.
 """
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -16,16 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from nightwatch.app import auth, console_views
-from nightwatch.domain.errors import (
-    DuplicateTaskError,
-    IllegalTransitionError,
-    InvalidTaskSpecError,
-    TaskIdConflictError,
-    TaskValueError,
-)
-from nightwatch.domain.jobspec import spec_for
-from nightwatch.domain.model import NewTask, TaskStatus
+from nightwatch.app import auth, console_views, task_requests
+from nightwatch.domain.errors import DuplicateTaskError, InvalidTaskSpecError, TaskIdConflictError, TaskValueError
 
 if TYPE_CHECKING:
     from nightwatch.app.console import Console
@@ -35,9 +26,7 @@ REPLICA = "console"  # who the store's events name for the console's requests
 NOTICES = {
     "submitted": "Task submitted: the leader launches it shortly.",
     "cancel": "Cancel requested: the leader carries it out shortly.",
-    "cancel-noop": "Nothing to cancel: the task has finished, or a cancel is already pending.",
     "retry": "Retry requested: the next attempt starts shortly.",
-    "retry-lost": "The task moved on while you looked: nothing was changed, see its status now.",
     "signed-in": "Signed in.",
     "signed-out": "Signed out.",
 }
@@ -68,13 +57,9 @@ async def submit(console: Console, request: Request) -> Response:
     if isinstance(form, Response):
         return form
     values = console_views.form_values(form)
-    data = console.data
     try:
-        info = json.dumps(console_views.info_from_form(values))
-        name, namespace = values["name"].strip(), values["namespace"].strip()
-        spec_for(name, namespace, info, data.allowed_namespaces, data.allowed_images)
-        task = await run_in_threadpool(
-            data.store.add, NewTask(name, namespace, info, console_views.user_id_from_form(values)))
+        doc = console_views.submit_doc(values)
+        task = await run_in_threadpool(task_requests.submit_task, console.ctx, doc)
     except (InvalidTaskSpecError, TaskValueError) as e:
         return _form_again(console, request, values, 422, str(e))
     except (DuplicateTaskError, TaskIdConflictError) as e:
@@ -94,8 +79,11 @@ async def cancel(console: Console, request: Request) -> Response:
     if isinstance(form, Response):
         return form
     reason = (form.get("reason") or "").strip()[:200] or "requested in the web console"
-    asked = await run_in_threadpool(console.data.store.request_cancel, task_id, reason, replica=REPLICA)
-    return _done(f"/tasks/{task_id}", "cancel" if asked.requested else "cancel-noop")
+    try:
+        await run_in_threadpool(task_requests.cancel_task, console.ctx, task_id, reason, REPLICA)
+    except task_requests.Conflict as e:
+        return await _task_again(console, request, task_id, str(e))
+    return _done(f"/tasks/{task_id}", "cancel")
 
 
 async def retry(console: Console, request: Request) -> Response:
@@ -103,23 +91,15 @@ async def retry(console: Console, request: Request) -> Response:
     form = await _writable_form(console, request, f"/tasks/{task_id}")
     if isinstance(form, Response):
         return form
-    store = console.data.store
-    task = await run_in_threadpool(store.get, task_id)
-    status = task.known_status
-    problem = None
-    if status is None or status.terminal is False:
-        problem = (f"task {task_id} is {task.status}: only a finished task can be retried"
-                   + (" (cancel it first)" if status is not None else ""))
-    else:
-        try:
-            moved = await run_in_threadpool(
-                lambda: store.requeue(task_id, TaskStatus(status), task.attempt, "retried from the web console",
-                                      force=form.get("force") == "1", replica=REPLICA))
-        except IllegalTransitionError as e:
-            problem = f"{e}" + (": tick 'run again' to retry a task that succeeded"
-                                if status is TaskStatus.SUCCEEDED else "")
-        else:
-            return _done(f"/tasks/{task_id}", "retry" if moved else "retry-lost")
+    try:
+        await run_in_threadpool(task_requests.retry_task, console.ctx, task_id, form.get("force") == "1", REPLICA)
+    except task_requests.Conflict as e:
+        return await _task_again(console, request, task_id, str(e))
+    return _done(f"/tasks/{task_id}", "retry")
+
+
+async def _task_again(console: Console, request: Request, task_id: int, problem: str) -> Response:
+    """The task page as it is now, with why the request was refused (409)."""
     view = await run_in_threadpool(console.data.task_view, task_id)
     return console.page(request, "task.html", 409, problem=problem, **view)
 
