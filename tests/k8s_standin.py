@@ -7,15 +7,24 @@ makes, answered as the real server answers them.
   that cannot be decoded as a Job (a malformed quantity, a namespace mismatch); 422 Invalid for
   a bad name, no containers, a missing image, a ``restartPolicy`` other than Never/OnFailure,
   or resource requests above their limits -- with the real server's ``Status`` bodies;
-- ``GET`` one Job (404 when missing), ``DELETE`` one Job, ``LIST`` in a namespace or in all,
-  with equality/inequality/existence label selectors and ``limit``/``continue`` paging;
+- ``GET`` one Job (404 when missing), ``DELETE`` one Job (its pods too unless propagation is
+  Orphan; a ``preconditions.uid`` that does not match is a 409), ``LIST`` in a namespace or in
+  all, with equality/inequality/existence and ``in``/``notin`` label selectors and
+  ``limit``/``continue`` paging;
+- one pod per Job, made with it and following it (Pending, Running, Succeeded/Failed with a
+  ``terminated`` container state); ``script_pod`` sets its exit code and reason, or the pod's
+  own failure reason (``Evicted``), and ``wait_on`` keeps it waiting (``ImagePullBackOff``) with
+  the Job ``active: 1, ready: 0``; ``LIST`` pods (``/api/v1/namespaces/{ns}/pods``) as Jobs;
+  ``GET .../pods/{name}/log`` with ``tailLines``, ``limitBytes`` and ``follow`` (streamed,
+  chunked, until the Job finishes); ``write_log`` appends to a pod's log;
 - fault injection: a fraction ``fault_rate`` of requests (seeded RNG) is answered 429 with
   ``Retry-After``, 500, or 504 *after* the request took effect (a create whose answer is lost);
 - Jobs move created → active → Complete/Failed by a rule on the stand-in's clock
   (``start_after``/``finish_after`` seconds after creation; ``fails(job)`` picks the outcome,
   by default a Job whose command is ``false`` fails) or by explicit ``start``/``finish`` calls;
   ``delete_job`` removes one behind nightwatch's back;
-- ``requests`` counts requests by verb (``create``, ``get``, ``list``, ``delete``), and
+- ``requests`` counts requests by verb (``create``, ``get``, ``list``, ``delete``,
+  ``list_pods``, ``logs``), ``paths`` by (HTTP method, path without the query), and
   ``created`` counts successful creations per (namespace, name).
 
 ``write_kubeconfig`` writes a kubeconfig for it, so tests go through the real client, its
@@ -51,6 +60,7 @@ USER = "system:serviceaccount:nightwatch:nightwatch"
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
 _JOBS = re.compile(r"^/apis/batch/v1/(?:namespaces/([^/]+)/)?jobs(?:/([^/]+))?/?$")
+_PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods(?:/([^/]+)/(log))?/?$")
 
 
 class StandInError(Exception):
@@ -116,7 +126,11 @@ class ApiStandIn:
         self._born: dict[tuple[str, str], float] = {}  # monotonic creation time
         self._pinned: set[tuple[str, str]] = set()  # status set by hand: the time rule leaves it
         self._rv = 1000
+        self._pods: dict[tuple[str, str], dict[str, Any]] = {}  # (ns, Job name) -> its one pod
+        self._scripts: dict[tuple[str, str], dict[str, Any]] = {}  # (ns, Job name) -> pod overrides
+        self._logs: dict[tuple[str, str], bytearray] = {}  # (ns, Job name) -> its pod's log
         self.requests: Counter[str] = Counter()  # verb -> requests (all answers)
+        self.paths: Counter[tuple[str, str]] = Counter()  # (method, path) -> requests
         self.answers: Counter[tuple[str, int]] = Counter()  # (verb, code) -> requests
         self.faults: Counter[str] = Counter()  # fault kind -> injected
         self.created: Counter[tuple[str, str]] = Counter()  # (ns, name) -> successful creations
@@ -164,9 +178,44 @@ class ApiStandIn:
             return deepcopy(self._create(manifest["metadata"]["namespace"], deepcopy(manifest)))
 
     def delete_job(self, namespace: str, name: str) -> None:
-        """Remove a Job behind nightwatch's back."""
+        """Remove a Job (and its pod) behind nightwatch's back."""
         with self._mutex:
             del self._jobs[(namespace, name)]
+            self._drop_pod((namespace, name))
+
+    def script_pod(self, namespace: str, name: str, *, exit_code: int | None = None, reason: str | None = None,
+                   pod_reason: str | None = None, pod_message: str = "") -> None:
+        """How the Job's pod ends when the Job fails: its container's exit code and reason
+        (default 1, ``Error``), or the pod's own failure (``pod_reason``: Evicted...)."""
+        with self._mutex:
+            script = self._scripts.setdefault((namespace, name), {})
+            script.update({k: v for k, v in (("exit_code", exit_code), ("reason", reason),
+                                             ("pod_reason", pod_reason), ("pod_message", pod_message))
+                           if v is not None})
+
+    def wait_on(self, namespace: str, name: str, reason: str = "ImagePullBackOff",
+                message: str = 'Back-off pulling image "alpin"') -> None:
+        """Keep the Job's pod waiting (its container not started) for ``reason``: the Job reads
+        ``active: 1, ready: 0`` until ``start_job``/``finish``."""
+        with self._mutex:
+            self._scripts.setdefault((namespace, name), {})["waiting"] = (reason, message)
+        self._set_status(namespace, name, lambda job: {"active": 1, "ready": 0, "terminating": 0,
+                                                       "startTime": _rfc3339(self.clock.now()),
+                                                       "uncountedTerminatedPods": {}})
+
+    def write_log(self, namespace: str, name: str, text: str) -> None:
+        """Append to the log of the Job's pod."""
+        with self._mutex:
+            self._logs.setdefault((namespace, name), bytearray()).extend(text.encode())
+
+    def pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The pod of Job ``name``, as the API shows it now."""
+        with self._mutex:
+            job = self._jobs.get((namespace, name))
+            if job is not None:
+                self._progress((namespace, name), job)
+            pod = self._pods.get((namespace, name))
+            return deepcopy(pod) if pod else None
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         with self._mutex:
@@ -179,6 +228,8 @@ class ApiStandIn:
                     if namespace is None or k[0] == namespace]
 
     def start_job(self, namespace: str, name: str) -> None:
+        with self._mutex:
+            self._scripts.get((namespace, name), {}).pop("waiting", None)
         self._set_status(namespace, name, self._running_status)
 
     def finish(self, namespace: str, name: str, ok: bool = True, reason: str = "BackoffLimitExceeded",
@@ -198,6 +249,7 @@ class ApiStandIn:
     def reset_counts(self) -> None:
         with self._mutex:
             self.requests.clear()
+            self.paths.clear()
             self.answers.clear()
             self.faults.clear()
 
@@ -209,12 +261,17 @@ class ApiStandIn:
         parts = urlsplit(path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         route = _JOBS.match(parts.path)
+        pods = _PODS.match(parts.path)
         verb, namespace, name = "other", None, None
         if route:
             namespace, name = route.groups()
             verb = {"POST": "create", "DELETE": "delete"}.get(method, "get" if name else "list")
+        elif pods:
+            namespace, name, _ = pods.groups()
+            verb = "logs" if name else "list_pods"
         with self._mutex:
             self.requests[verb] += 1
+            self.paths[(method, parts.path)] += 1
         if self.latency:
             time.sleep(self.latency)
         try:
@@ -224,7 +281,7 @@ class ApiStandIn:
                              "gitCommit": "0" * 40, "gitTreeState": "clean",
                              "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25",
                              "compiler": "gc", "platform": "linux/amd64"}, {}
-            if route is None:
+            if route is None and pods is None:
                 raise StandInError(404, "NotFound", "the server could not find the requested resource")
             fault = self._fault()
             if fault == "429":
@@ -261,6 +318,10 @@ class ApiStandIn:
 
     def _serve(self, method: str, verb: str, namespace: str | None, name: str | None,
                query: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        if verb == "list_pods" and method == "GET" and namespace:
+            return 200, self._list_pods(namespace, query)
+        if verb == "logs" and method == "GET" and namespace and name:
+            return 200, {"__log__": self._log_of(namespace, name, query)}
         if namespace in self.forbidden:
             what = {"create": "create", "get": "get", "list": "list", "delete": "delete"}.get(verb, verb)
             raise StandInError(
@@ -280,9 +341,22 @@ class ApiStandIn:
                     raise _not_found(name)
                 return 200, self._progress((namespace, name), job)
         if method == "DELETE" and namespace and name:
+            options = json.loads(body) if body else {}
+            policy = query.get("propagationPolicy") or options.get("propagationPolicy") or "Background"
+            wanted_uid = (options.get("preconditions") or {}).get("uid")
             with self._mutex:
-                if self._jobs.pop((namespace, name), None) is None:
+                job = self._jobs.get((namespace, name))
+                if job is None:
                     raise _not_found(name)
+                uid = job["metadata"]["uid"]
+                if wanted_uid and wanted_uid != uid:
+                    raise StandInError(409, "Conflict", f"Operation cannot be fulfilled on jobs.batch \"{name}\": "
+                                                        f"Precondition failed: UID in precondition: {wanted_uid}, "
+                                                        f"UID in object meta: {uid}",
+                                       {"name": name, "group": "batch", "kind": "jobs"})
+                del self._jobs[(namespace, name)]
+                if policy != "Orphan":
+                    self._drop_pod((namespace, name))
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                          "details": {"name": name, "group": "batch", "kind": "jobs"}}
         raise StandInError(405, "MethodNotAllowed", f"the server does not allow this method on the "
@@ -334,7 +408,119 @@ class ApiStandIn:
         self._jobs[key] = job
         self._born[key] = self.clock.monotonic()
         self._pinned.discard(key)
+        self._make_pod(key, job)
         return job
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def _make_pod(self, key: tuple[str, str], job: dict[str, Any]) -> None:
+        labels = dict(((job["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {})
+        name = f"{key[1]}-{uuid.uuid4().hex[:5]}"
+        self._pods[key] = {
+            "metadata": {"name": name, "namespace": key[0], "uid": str(uuid.uuid4()), "labels": labels,
+                         "creationTimestamp": _rfc3339(self.clock.now()),
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": key[1],
+                                              "uid": job["metadata"]["uid"], "controller": True}]},
+            "spec": deepcopy((job["spec"].get("template") or {}).get("spec") or {}),
+            "status": {"phase": "Pending"},
+        }
+        self._logs.setdefault(key, bytearray())
+
+    def _drop_pod(self, key: tuple[str, str]) -> None:
+        self._pods.pop(key, None)
+        self._logs.pop(key, None)
+        self._scripts.pop(key, None)
+
+    def _sync_pod(self, key: tuple[str, str], job: dict[str, Any]) -> None:
+        """The pod follows its Job: waiting, running, or terminated as scripted."""
+        pod = self._pods.get(key)
+        if pod is None:
+            return
+        script = self._scripts.get(key, {})
+        status = job["status"]
+        conditions = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
+        container = ((pod["spec"].get("containers") or [{}])[0]).get("name", "task")
+        if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+            pod["status"] = {"phase": "Succeeded", "containerStatuses": [
+                {"name": container, "ready": False, "restartCount": 0,
+                 "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}
+        elif "Failed" in conditions or "FailureTarget" in conditions:
+            if script.get("pod_reason"):
+                pod["status"] = {"phase": "Failed", "reason": script["pod_reason"],
+                                 "message": script.get("pod_message", "")}
+            else:
+                pod["status"] = {"phase": "Failed", "containerStatuses": [
+                    {"name": container, "ready": False, "restartCount": 0,
+                     "state": {"terminated": {"exitCode": script.get("exit_code", 1),
+                                              "reason": script.get("reason", "Error")}}}]}
+        elif "waiting" in script:
+            reason, message = script["waiting"]
+            pod["status"] = {"phase": "Pending", "containerStatuses": [
+                {"name": container, "ready": False, "restartCount": 0,
+                 "state": {"waiting": {"reason": reason, "message": message}}}]}
+        elif status.get("active"):
+            pod["status"] = {"phase": "Running", "containerStatuses": [
+                {"name": container, "ready": True, "restartCount": 0,
+                 "state": {"running": {"startedAt": status.get("startTime")}}}]}
+
+    def _list_pods(self, namespace: str, query: dict[str, str]) -> dict[str, Any]:
+        selector = _parse_selector(query.get("labelSelector", ""))
+        limit = int(query.get("limit") or 0)
+        start = query.get("continue") or ""
+        with self._mutex:
+            for key, job in list(self._jobs.items()):
+                if key[0] == namespace:
+                    self._progress(key, job)
+            pods = sorted((p for k, p in self._pods.items() if k[0] == namespace
+                           and selector(p["metadata"].get("labels") or {}) and p["metadata"]["name"] > start),
+                          key=lambda p: p["metadata"]["name"])
+            page = pods[:limit] if limit else pods
+            meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
+            if limit and len(pods) > limit:
+                meta["continue"] = page[-1]["metadata"]["name"]
+            return {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": deepcopy(page)}
+
+    def _log_of(self, namespace: str, pod_name: str, query: dict[str, str]) -> Any:
+        with self._mutex:
+            key = next((k for k, p in self._pods.items() if k[0] == namespace
+                        and p["metadata"]["name"] == pod_name), None)
+            if key is None:
+                raise StandInError(404, "NotFound", f'pods "{pod_name}" not found',
+                                   {"name": pod_name, "kind": "pods"})
+            job = self._jobs.get(key)
+            if job is not None:
+                self._progress(key, job)
+            state = self._pods[key]["status"]
+            if state.get("phase") == "Pending":
+                waiting = (((state.get("containerStatuses") or [{}])[0].get("state") or {}).get("waiting") or {})
+                raise StandInError(400, "BadRequest", f'container "task" in pod "{pod_name}" is waiting to start: '
+                                                      f'{waiting.get("reason") or "ContainerCreating"}')
+            data = bytes(self._logs.get(key, b""))
+        if "tailLines" in query:
+            n = int(query["tailLines"])
+            kept = data.splitlines(keepends=True)
+            data = b"".join(kept[-n:]) if n > 0 else b""
+        if "limitBytes" in query:
+            data = data[: int(query["limitBytes"])]
+        if query.get("follow") != "true":
+            return data
+        return self._follow(key, data)
+
+    def _follow(self, key: tuple[str, str], first: bytes) -> Iterable[bytes]:
+        yield first
+        with self._mutex:
+            offset = len(self._logs.get(key, b""))
+        while True:
+            with self._mutex:
+                job = self._jobs.get(key)
+                done = job is None or _finished(self._progress(key, job))
+                log = self._logs.get(key, bytearray())
+                new, offset = bytes(log[offset:]), len(log)
+            if new:
+                yield new
+            if done:
+                return
+            time.sleep(0.02)
 
     def _list(self, namespace: str | None, query: dict[str, str]) -> dict[str, Any]:
         selector = _parse_selector(query.get("labelSelector", ""))
@@ -362,6 +548,7 @@ class ApiStandIn:
     # -- the Job controller, on the stand-in's clock ----------------------------------------
 
     def _progress(self, key: tuple[str, str], job: dict[str, Any]) -> dict[str, Any]:
+        self._sync_pod(key, job)
         if key in self._pinned or job["spec"].get("suspend") or _finished(job):
             return job
         age = self.clock.monotonic() - self._born.get(key, self.clock.monotonic())
@@ -371,12 +558,14 @@ class ApiStandIn:
                              if self.fails(job) else self._succeeded_status(job))
         elif self.start_after is not None and age >= self.start_after and not job["status"].get("active"):
             job["status"] = self._running_status(job)
+        self._sync_pod(key, job)
         return job
 
     def _set_status(self, namespace: str, name: str, make: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         with self._mutex:
             job = self._jobs[(namespace, name)]
             job["status"] = make(job)
+            self._sync_pod((namespace, name), job)
             self._pinned.add((namespace, name))
             self._rv += 1
             job["metadata"]["resourceVersion"] = str(self._rv)
@@ -419,11 +608,14 @@ def _not_found(name: str) -> StandInError:
 def _parse_selector(text: str) -> Callable[[dict[str, str]], bool]:
     """Equality-based selectors: ``a=b``, ``a==b``, ``a!=b``, ``a``, ``!a``, comma-separated."""
     tests: list[Callable[[dict[str, str]], bool]] = []
-    for term in filter(None, (t.strip() for t in text.split(","))):
-        if " in " in term or " notin " in term:
-            raise StandInError(400, "BadRequest", f"unable to parse requirement: set-based selector {term!r} "
-                                                  "is not supported by this stand-in")
-        if "!=" in term:
+    for term in filter(None, (t.strip() for t in re.split(r",(?![^(]*\))", text))):
+        if found := re.match(r"^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$", term):
+            key, op, values = found.group(1), found.group(2), {v.strip() for v in found.group(3).split(",")}
+            if op == "in":
+                tests.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
+            else:
+                tests.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
+        elif "!=" in term:
             key, value = (s.strip() for s in term.split("!=", 1))
             tests.append(lambda labels, k=key, v=value: labels.get(k) != v)
         elif "=" in term:
@@ -517,6 +709,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         code, answer, extra = self.api.handle(self.command, self.path, self.headers, body)
+        if "__log__" in answer:
+            self._send_log(answer["__log__"])
+            return
         data = json.dumps(answer).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -525,6 +720,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
+
+    def _send_log(self, log: bytes | Iterable[bytes]) -> None:
+        """A pod log is plain text; a followed one is streamed in chunks until it ends."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        if isinstance(log, bytes):
+            self.send_header("Content-Length", str(len(log)))
+            self.end_headers()
+            self.wfile.write(log)
+            return
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in log:
+                if chunk:
+                    self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+                    self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client stopped reading
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _answer
 

@@ -92,7 +92,8 @@ def fake_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> An
 
 def local_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock) -> Any:
     return _adapter("jobs.local", "LocalJobGateway", "nightwatch")(
-        cfg["state_dir"], defaults=defaults, clock=clock, record_path=cfg.get("record_path")
+        cfg["state_dir"], defaults=defaults, clock=clock, record_path=cfg.get("record_path"),
+        cancel_grace=cfg.get("cancel_grace", 10.0),
     )
 
 
@@ -100,7 +101,7 @@ def kubernetes_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock)
     return _adapter("jobs.kubernetes", "KubernetesJobGateway", "kubernetes")(
         kubeconfig=cfg.get("kubeconfig"), context=cfg.get("context"), qps=cfg["qps"], burst=cfg["burst"],
         request_timeout=cfg["request_timeout"], forbidden_grace=cfg["forbidden_grace"], defaults=defaults,
-        clock=clock,
+        clock=clock, pending_fatal_grace=cfg.get("pending_fatal_grace", 120.0),
     )
 
 

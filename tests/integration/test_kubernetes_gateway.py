@@ -72,7 +72,7 @@ def test_creates_the_manifest_exactly_as_built(gateway: KubernetesJobGateway, st
     job = standin.job("default", "demo-task-1")
     assert job is not None
     assert job["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "nightwatch",
-                                         "nightwatch.io/task-id": "1"}
+                                         "nightwatch.io/task-id": "1", "nightwatch.io/attempt": "1"}
     assert job["spec"]["activeDeadlineSeconds"] == 30
 
 
@@ -264,7 +264,7 @@ def test_job_status_mapping(gateway: KubernetesJobGateway, standin: ApiStandIn) 
     assert gateway.observe(tasks) == {
         1: JobState(JobPhase.RUNNING),
         2: JobState(JobPhase.SUCCEEDED),
-        3: JobState(JobPhase.FAILED, "BackoffLimitExceeded: Job has reached the specified backoff limit"),
+        3: JobState(JobPhase.FAILED, "exit code 1"),  # what its pod said (it printed nothing)
         4: JobState(JobPhase.FAILED, "DeadlineExceeded: Job was active longer than specified deadline"),
         5: JobState(JobPhase.PENDING),
         # 6: deleted behind nightwatch's back -> absent (the task watcher applies the grace period)

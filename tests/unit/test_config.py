@@ -309,3 +309,25 @@ def test_paths_of_backends_not_chosen_are_not_checked(tmp_path):
                           lock={"backend": "memory", "file": {"path": f"{plain}/l"}},
                           store={"backend": "memory", "sqlite": {"path": f"{plain}/d"}})
     check_paths(config)
+
+
+def test_pending_fatal_grace_and_cancel_grace_default_and_reach_the_gateways(tmp_path, monkeypatch):
+    from nightwatch.app.container import build_container
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NIGHTWATCH_CONFIG", raising=False)
+    defaults = load_config()["jobs"]
+    assert defaults["kubernetes"]["pending_fatal_grace"] == 120.0
+    assert defaults["local"]["cancel_grace"] == 10.0
+    for text, attribute, expected in (
+        ("jobs: {backend: kubernetes, kubernetes: {pending_fatal_grace: 45s}}\n", "pending_fatal_grace", 45.0),
+        ("jobs: {backend: local, local: {cancel_grace: 3s}}\n", "cancel_grace", 3.0),
+    ):
+        container = build_container(load_config(write(tmp_path, text)))
+        try:
+            assert getattr(container.gateway(), attribute) == expected
+        finally:
+            container.shutdown_resources()
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, "jobs: {kubernetes: {pending_fatal_grace: soon}}\n"))
+    assert str(e.value).startswith("jobs.kubernetes.pending_fatal_grace: ") and "\n" not in str(e.value)

@@ -67,7 +67,8 @@ def test_the_validation_can_fail() -> None:
 def test_the_manifest_is_the_design_s_job_template() -> None:
     spec = parse_info(SPECS["everything"])
     manifest = build_job_manifest(TASK, spec, DEFAULTS["deadline"])
-    labels = {"app.kubernetes.io/managed-by": "nightwatch", "nightwatch.io/task-id": "42"}
+    labels = {"app.kubernetes.io/managed-by": "nightwatch", "nightwatch.io/task-id": "42",
+              "nightwatch.io/attempt": "1"}
     assert manifest == {
         "apiVersion": "batch/v1",
         "kind": "Job",

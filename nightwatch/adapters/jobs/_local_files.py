@@ -52,8 +52,23 @@ def wrapper_tools(search_path: str = SYSTEM_PATH) -> tuple[str, str, str]:
 
 
 def kill_group(pid: int) -> None:
+    signal_group(pid, signal.SIGKILL)
+
+
+def signal_group(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, sig)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group is left (zombies included: reap your children first)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_text(path: str) -> str | None:

@@ -7,13 +7,21 @@
 - Every request carries ``_request_timeout`` and first takes a token from a client-side
   rate limiter (``qps``, ``burst``). urllib3 does not retry: a failure is reported at once
   and the task watcher retries on a later cycle, with backoff.
-- Launch is exactly-once: the Job is named after the task; AlreadyExists with this task's
-  ``nightwatch.io/task-id`` label is adopted, with another label it is a conflict.
+- Launch is exactly-once per attempt: the Job is named ``task.job_name`` and labelled with the
+  task id and ``nightwatch.io/attempt``; AlreadyExists with both labels this attempt's is
+  adopted (no attempt label = attempt 1), anything else is a conflict.
 - A create refused by RBAC (403 ``Forbidden`` from the API server, not a quota) is an
   operator's error, often a RoleBinding lagging a config change: ``JobForbiddenError``
   (the task stays ``Normal`` and backs off), one warning per namespace, and the task fails
   with the API server's message only once it has been refused for ``forbidden_grace``.
-- Observe costs one paged LIST per namespace (label selector, ``limit`` + ``continue``).
+- Observe costs one paged LIST of Jobs per namespace (label selector, ``limit`` +
+  ``continue``); only when some Job there failed or has active pods none of which is ready,
+  one LIST of pods in that namespace too, and for each failed Job, once, the last lines of its
+  pod's log: the failure then reads ``exit code 3: oops``. A pod waiting in ImagePullBackOff
+  (or another reason in ``FATAL_WAITING``) longer than ``pending_fatal_grace`` fails its task
+  for good (not retryable) and its Job is deleted.
+- ``cancel`` is one DELETE (propagation Background, precondition: the uid this attempt's Job
+  was seen with); ``logs`` reads the current attempt's newest pod's log, streamed.
 - ``requests`` counts every call by (verb, HTTP code or "error") for the metrics.
 """
 
@@ -30,14 +38,24 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from nightwatch.adapters.clock import SystemClock
-from nightwatch.adapters.jobs.manifest import build_job_manifest, job_state
-from nightwatch.domain.constants import MANAGED_SELECTOR, TASK_ID_LABEL
+from nightwatch.adapters.jobs._kubernetes_pods import (
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
+    attempt_pods,
+    failure_message,
+    fatal_waiting,
+    pods_of,
+)
+from nightwatch.adapters.jobs._log_lines import lines
+from nightwatch.adapters.jobs.manifest import belongs_to, build_job_manifest, job_state, not_ready
+from nightwatch.domain.constants import CONTAINER_NAME, MANAGED_SELECTOR, TASK_ID_LABEL
 from nightwatch.domain.errors import (
     BackendUnavailableError,
     ConfigError,
     InvalidTaskSpecError,
     JobConflictError,
     JobForbiddenError,
+    JobNotFoundError,
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import JobDefaults, JobSpec, validate_job_name
@@ -60,6 +78,8 @@ logger = logging.getLogger(__name__)
 # 401 (bad credentials), 408, 409 other than AlreadyExists, 429 and 5xx are transient; a 403
 # quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
 _PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})
+FOLLOW_READ_TIMEOUT = 24 * 3600.0  # seconds a followed log may stay quiet
+CHUNK = 16 * 1024  # bytes read at a time from a streamed log
 
 
 class TokenBucket:
@@ -111,6 +131,7 @@ class KubernetesJobGateway(JobGateway):
         clock: Clock | None = None,  # the rate limiter's and the forbidden grace's time source
         page_size: int = 500,
         forbidden_grace: float = 600.0,
+        pending_fatal_grace: float = 120.0,
     ) -> None:
         if request_timeout <= 0:
             raise ConfigError("jobs.kubernetes.request_timeout must be a positive duration")
@@ -118,6 +139,9 @@ class KubernetesJobGateway(JobGateway):
             raise ConfigError("the Kubernetes LIST page size must be positive")
         if forbidden_grace <= 0:
             raise ConfigError("jobs.kubernetes.forbidden_grace must be a positive duration")
+        if pending_fatal_grace <= 0:
+            raise ConfigError("jobs.kubernetes.pending_fatal_grace must be a positive duration")
+        self.pending_fatal_grace = float(pending_fatal_grace)
         self._kubeconfig = kubeconfig
         self._context = context
         self._timeout = float(request_timeout)
@@ -131,6 +155,11 @@ class KubernetesJobGateway(JobGateway):
         self._forbidden: dict[str, dict[int, float]] = {}
         self._client: k8s.ApiClient | None = None
         self._api: k8s.BatchV1Api | None = None
+        self._core_api: k8s.CoreV1Api | None = None
+        self._uids: dict[tuple[str, str, int, int], str] = {}  # (ns, job, task, attempt) -> uid seen
+        self._failures: dict[str, JobState] = {}  # Job uid -> its failure, read from its pod once
+        self._waiting_since: dict[str, float] = {}  # Job uid -> when seen waiting on a FATAL reason
+        self._fatal: dict[tuple[str, str, int, int], tuple[JobState, float]] = {}  # deleted by us
         self._mutex = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, code) -> calls
 
@@ -147,6 +176,8 @@ class KubernetesJobGateway(JobGateway):
             raise JobRejectedError(str(e)) from e
         manifest = build_job_manifest(task, spec, self._defaults)
         api = self._batch()
+        with self._mutex:
+            self._fatal.pop(_key(task), None)
         try:
             self._call("create", api.create_namespaced_job, task.namespace, manifest)
         except ApiException as e:
@@ -161,25 +192,66 @@ class KubernetesJobGateway(JobGateway):
         return LaunchOutcome.CREATED
 
     def observe(self, tasks: Sequence[Task]) -> Mapping[int, JobState]:
-        wanted: dict[str, dict[tuple[str, str], int]] = defaultdict(dict)
+        wanted: dict[str, dict[str, Task]] = defaultdict(dict)
         for task in tasks:
-            wanted[task.namespace][(str(task.id), task.name)] = task.id
+            wanted[task.namespace][task.job_name] = task
         states: dict[int, JobState] = {}
-        for namespace, by_key in wanted.items():
+        for namespace, by_name in wanted.items():
             try:
-                for job in self._list(namespace):
-                    meta = job.get("metadata") or {}
-                    label = (meta.get("labels") or {}).get(TASK_ID_LABEL, "")
-                    task_id = by_key.get((label, meta.get("name", "")))
-                    if task_id is not None:
-                        states[task_id] = job_state(job)
+                states.update(self._observe_namespace(namespace, by_name))
             except BackendUnavailableError as e:
                 # One namespace's failure (say, its RoleBinding was removed) must neither stall
                 # the others nor count its Jobs as missing: report them as not observed.
                 logger.warning("kubernetes job gateway: cannot list Jobs in namespace %s: %s", namespace, e)
                 unknown = JobState(JobPhase.UNKNOWN, str(e))
-                states.update({task_id: unknown for task_id in by_key.values()})
+                states.update({task.id: unknown for task in by_name.values()})
         return states
+
+    def cancel(self, task: Task) -> None:
+        """One DELETE of the current attempt's Job (propagation Background), on condition that it
+        is still the Job this attempt was seen with; a GET first only when this replica has not
+        seen it yet. Gone already: nothing to do."""
+        with self._mutex:
+            uid = self._uids.get(_key(task))
+        if uid is None:
+            try:
+                job = self._call("get", self._batch().read_namespaced_job, task.job_name, task.namespace)
+            except ApiException as e:
+                if e.status == 404:
+                    return
+                raise self._translate("get", task, e, permanent=False) from e
+            meta = job.get("metadata") or {}
+            if not belongs_to(meta.get("labels"), task):
+                logger.warning("task %s: Job %s/%s is not attempt %d's; not deleting it", task.id,
+                               task.namespace, task.job_name, task.attempt, extra={"task_id": task.id})
+                return
+            uid = meta.get("uid") or ""
+        self._delete(task, uid)
+        with self._mutex:
+            self._uids.pop(_key(task), None)
+
+    def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
+        """The log of the newest pod of the current attempt's Job (the API server merges stdout
+        and stderr), streamed: memory stays bounded whatever its size."""
+        try:
+            pods = list(self._pods(task.namespace, f"{MANAGED_SELECTOR},{TASK_ID_LABEL}={task.id}"))
+        except ApiException as e:
+            raise self._translate("list", task, e, permanent=False) from e
+        mine = attempt_pods(task, pods)
+        if not mine:
+            raise JobNotFoundError(f"no pod for attempt {task.attempt} of task {task.id} "
+                                   f"(Job {task.namespace}/{task.job_name})")
+        pod_name = (mine[0].get("metadata") or {}).get("name", "")
+        if tail == 0 and not follow:
+            return iter(())
+        kwargs: dict[str, Any] = {"container": CONTAINER_NAME}
+        if tail is not None:
+            kwargs["tail_lines"] = max(0, tail)
+        if follow:
+            kwargs["follow"] = True
+        response = self._open("logs", task, self._core().read_namespaced_pod_log, pod_name, task.namespace,
+                              follow=follow, **kwargs)
+        return _stream_lines(response)
 
     def check(self) -> None:
         """Load the client configuration now (no request), so a bad kubeconfig stops start-up."""
@@ -190,27 +262,28 @@ class KubernetesJobGateway(JobGateway):
         with self._mutex:
             if self._client is not None:
                 self._client.close()  # type: ignore[no-untyped-call]
-            self._client = self._api = None
+            self._client = self._api = self._core_api = None
 
     # -- calls -----------------------------------------------------------------------------
 
     def _adopt(self, task: Task) -> LaunchOutcome:
         try:
-            job = self._call("get", self._batch().read_namespaced_job, task.name, task.namespace)
+            job = self._call("get", self._batch().read_namespaced_job, task.job_name, task.namespace)
         except ApiException as e:
             if e.status == 404:  # deleted between our create and our read: create it next time
                 raise BackendUnavailableError(
-                    f"Job {task.namespace}/{task.name} already existed but is gone now; will create it again"
+                    f"Job {task.namespace}/{task.job_name} already existed but is gone now; will create it again"
                 ) from e
             raise self._translate("get", task, e, permanent=False) from e
         labels = (job.get("metadata") or {}).get("labels") or {}
-        if labels.get(TASK_ID_LABEL) == str(task.id):
-            logger.info("task %s: adopting existing Job %s/%s", task.id, task.namespace, task.name,
+        if belongs_to(labels, task):
+            logger.info("task %s: adopting existing Job %s/%s", task.id, task.namespace, task.job_name,
                         extra={"task_id": task.id})
             return LaunchOutcome.ADOPTED
+        attempt = "" if task.attempt == 1 else f" (attempt {task.attempt})"
         raise JobConflictError(
-            f'a Job named "{task.name}" already exists in namespace "{task.namespace}" '
-            "and was not created for this task"
+            f'a Job named "{task.job_name}" already exists in namespace "{task.namespace}" '
+            f"and was not created for this task{attempt}"
         )
 
     def _forbidden_error(self, task: Task, message: str) -> Exception:
@@ -232,7 +305,7 @@ class KubernetesJobGateway(JobGateway):
                 task.namespace, message, self.forbidden_grace,
             )
         return JobForbiddenError(
-            f"Kubernetes API create ({task.namespace}/{task.name}) answered 403: {message}", task.namespace
+            f"Kubernetes API create ({task.namespace}/{task.job_name}) answered 403: {message}", task.namespace
         )
 
     def _allowed(self, namespace: str) -> None:
@@ -241,6 +314,156 @@ class KubernetesJobGateway(JobGateway):
             if self._forbidden.pop(namespace, None) is None:
                 return
         logger.info("kubernetes job gateway: creating Jobs in namespace %s is allowed again", namespace)
+
+    def _observe_namespace(self, namespace: str, by_name: Mapping[str, Task]) -> dict[int, JobState]:
+        """One LIST of Jobs; one LIST of pods only when some Job failed (and its reason is not known
+        yet) or has active pods none of which is ready."""
+        states: dict[int, JobState] = {}
+        found: dict[int, tuple[Task, dict[str, Any]]] = {}
+        uids: dict[tuple[str, str, int, int], str] = {}
+        for job in self._list(namespace):
+            meta = job.get("metadata") or {}
+            task = by_name.get(meta.get("name", ""))
+            if task is not None and belongs_to(meta.get("labels"), task):
+                found[task.id] = (task, job)
+                uids[_key(task)] = meta.get("uid") or ""
+        with self._mutex:
+            self._uids = {k: v for k, v in self._uids.items() if k[0] != namespace} | uids
+            known = dict(self._failures)
+        failed, waiting = [], []
+        for task_id, (task, job) in found.items():
+            state = job_state(job)
+            uid = (job.get("metadata") or {}).get("uid") or ""
+            if state.phase is JobPhase.FAILED:
+                state = known.get(uid) or state
+                if uid not in known:
+                    failed.append((task, job, state))
+            elif state.phase is JobPhase.PENDING and not_ready(job):
+                waiting.append((task, job))
+            states[task_id] = state
+        if failed or waiting:
+            pods = self._pods_for(namespace, [t for t, *_ in failed] + [t for t, _ in waiting])
+            for task, job, state in failed:
+                states[task.id] = self._explain(task, job, state, pods)
+            for task, job in waiting:
+                states[task.id] = self._check_waiting(task, job, pods) or states[task.id]
+        live = {(job.get("metadata") or {}).get("uid") for _, job in found.values()}
+        now = self._clock.monotonic()
+        with self._mutex:
+            self._failures = {uid: st for uid, st in self._failures.items() if uid in live}
+            waited = {(job.get("metadata") or {}).get("uid") for _, job in waiting}
+            self._waiting_since = {uid: t for uid, t in self._waiting_since.items() if uid in waited}
+            self._fatal = {k: v for k, v in self._fatal.items() if now - v[1] < 3600}
+            for task in by_name.values():  # deleted by us for good: still failed, not missing
+                if task.id not in states and (verdict := self._fatal.get(_key(task))) is not None:
+                    states[task.id] = verdict[0]
+        return states
+
+    def _pods_for(self, namespace: str, tasks: Sequence[Task]) -> list[dict[str, Any]]:
+        """One (paged) LIST of the pods of these tasks: by their task ids (a set-based selector,
+        when they are few), else of every nightwatch pod in the namespace."""
+        ids = sorted({str(t.id) for t in tasks})
+        selector = MANAGED_SELECTOR + (f",{TASK_ID_LABEL} in ({','.join(ids)})" if len(ids) <= 50 else "")
+        try:
+            return list(self._pods(namespace, selector))
+        except ApiException as e:
+            raise self._translate("list", None, e, permanent=False, namespace=namespace) from e
+
+    def _pods(self, namespace: str, selector: str) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            page = self._call("list_pods", self._core().list_namespaced_pod, namespace,
+                              label_selector=selector, limit=self._page_size, _continue=token)
+            yield from page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return
+
+    def _explain(self, task: Task, job: dict[str, Any], state: JobState, pods: list[dict[str, Any]]) -> JobState:
+        """The failure in the words of the Job's newest pod (and the end of its log), read once."""
+        mine = pods_of(job, pods)
+        pod = mine[0] if mine else None
+        log: list[str] = []
+        if pod is not None and (pod.get("status") or {}).get("containerStatuses"):
+            try:
+                response = self._open("logs", task, self._core().read_namespaced_pod_log,
+                                      (pod.get("metadata") or {}).get("name", ""), task.namespace, follow=False,
+                                      container=CONTAINER_NAME, tail_lines=LOG_TAIL_LINES,
+                                      limit_bytes=LOG_TAIL_BYTES)
+                log = list(_stream_lines(response))[-LOG_TAIL_LINES:]
+            except (BackendUnavailableError, JobNotFoundError) as e:
+                logger.info("task %s: cannot read the log of its failed pod: %s", task.id, e,
+                            extra={"task_id": task.id})
+        explained = failure_message(state, pod, log)
+        with self._mutex:
+            self._failures[(job.get("metadata") or {}).get("uid") or ""] = explained
+        return explained
+
+    def _check_waiting(self, task: Task, job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState | None:
+        """Failed for good (and the Job deleted) when its pod has waited on a reason in
+        ``FATAL_WAITING`` for ``pending_fatal_grace``; None while it may still get going."""
+        uid = (job.get("metadata") or {}).get("uid") or ""
+        mine = pods_of(job, pods)
+        stuck = fatal_waiting(mine[0]) if mine else None
+        now = self._clock.monotonic()
+        with self._mutex:
+            if stuck is None:
+                self._waiting_since.pop(uid, None)
+                return None
+            since = self._waiting_since.setdefault(uid, now)
+        if now - since < self.pending_fatal_grace:
+            return None
+        reason, message = stuck
+        verdict = JobState(JobPhase.FAILED, f"{reason}: {message}" if message else reason, retryable=False)
+        logger.info("task %s: its pod waited in %s for %.0fs (jobs.kubernetes.pending_fatal_grace); deleting "
+                    "Job %s/%s", task.id, reason, now - since, task.namespace, task.job_name,
+                    extra={"task_id": task.id})
+        try:
+            self._delete(task, uid)
+        except BackendUnavailableError as e:  # deleted on a later cycle; the verdict stands
+            logger.warning("task %s: cannot delete Job %s/%s: %s", task.id, task.namespace, task.job_name, e)
+        with self._mutex:
+            self._fatal[_key(task)] = (verdict, now)
+        return verdict
+
+    def _delete(self, task: Task, uid: str) -> None:
+        """DELETE the Job, propagation Background, only if it still has ``uid``; 404 is fine."""
+        options = k8s.V1DeleteOptions(propagation_policy="Background",
+                                      preconditions=k8s.V1Preconditions(uid=uid) if uid else None)
+        try:
+            self._call("delete", self._batch().delete_namespaced_job, task.job_name, task.namespace,
+                       body=options)
+        except ApiException as e:
+            if e.status == 404:
+                return
+            if e.status == 409:  # the precondition: the Job of that name is another one now
+                logger.warning("task %s: Job %s/%s changed since it was seen; not deleting it", task.id,
+                               task.namespace, task.job_name, extra={"task_id": task.id})
+                return
+            raise self._translate("delete", task, e, permanent=False) from e
+
+    def _open(self, verb: str, task: Task, method: Callable[..., Any], *args: Any, follow: bool,
+              **kwargs: Any) -> Any:
+        """A streamed request (the log): the raw response, to be read chunk by chunk and released."""
+        self._limiter.acquire(self._timeout)
+        code = "error"
+        # following a quiet Job may wait long between two lines: only connecting is bounded then
+        timeout = (self._timeout, FOLLOW_READ_TIMEOUT) if follow else self._timeout
+        try:
+            response = method(*args, _request_timeout=timeout, _preload_content=False, **kwargs)
+            code = str(response.status)
+            return response
+        except ApiException as e:
+            code = str(e.status)
+            if e.status in (400, 404):  # no such pod, or its container has not started yet
+                message = _status(e).get("message") or f"HTTP {e.status}"
+                raise JobNotFoundError(f"no log for attempt {task.attempt} of task {task.id}: {message}") from e
+            raise self._translate(verb, task, e, permanent=False) from e
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            raise BackendUnavailableError(f"Kubernetes API {verb} failed: {e}") from e
+        finally:
+            with self._mutex:
+                self.requests[(verb, code)] += 1
 
     def _list(self, namespace: str) -> Iterator[dict[str, Any]]:
         """Every nightwatch Job of ``namespace``, one page of ``page_size`` per request."""
@@ -289,7 +512,7 @@ class KubernetesJobGateway(JobGateway):
         message = status.get("message") or f"HTTP {e.status} {e.reason or ''}".strip()
         if permanent and e.status in _PERMANENT and _is_refusal(e, status, message):
             return JobRejectedError(message)
-        where = f"{task.namespace}/{task.name}" if task else f"namespace {namespace}"
+        where = f"{task.namespace}/{task.job_name}" if task else f"namespace {namespace}"
         return BackendUnavailableError(
             f"Kubernetes API {verb} ({where}) answered {e.status}: {message}",
             retry_after=_retry_after(e) if e.status == 429 else None,
@@ -302,7 +525,15 @@ class KubernetesJobGateway(JobGateway):
             if self._api is None:
                 self._client = k8s.ApiClient(self._configuration())
                 self._api = k8s.BatchV1Api(self._client)
+                self._core_api = k8s.CoreV1Api(self._client)
             return self._api
+
+    def _core(self) -> k8s.CoreV1Api:
+        self._batch()
+        with self._mutex:
+            if self._core_api is None:
+                raise BackendUnavailableError("the Kubernetes job gateway is closed")
+            return self._core_api
 
     def _configuration(self) -> k8s.Configuration:
         cfg = k8s.Configuration()
@@ -329,6 +560,21 @@ class KubernetesJobGateway(JobGateway):
         cfg.connection_pool_maxsize = 32  # the task watcher's workers share the pool
         logger.info("kubernetes job gateway: API server %s (config from %s)", cfg.host, source)
         return cfg
+
+
+def _key(task: Task) -> tuple[str, str, int, int]:
+    return (task.namespace, task.job_name, task.id, task.attempt)
+
+
+def _stream_lines(response: Any) -> Iterator[str]:
+    """The lines of a streamed answer; the connection goes back to the pool when done (or when
+    the caller stops reading)."""
+    try:
+        yield from lines(response.stream(CHUNK))
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        raise BackendUnavailableError(f"Kubernetes API logs: the stream broke: {e}") from e
+    finally:
+        response.release_conn()
 
 
 def _is_refusal(e: ApiException, status: dict[str, Any], message: str) -> bool:

@@ -6,8 +6,9 @@ at start-up, in the system directories) in its own session, so it survives the d
 everything about it lives on disk, so a Job that finishes while the daemon is down is
 observed correctly after a restart. Layout::
 
-    <state_dir>/jobs/<namespace>/<name>/   one Job (namespace and name are DNS-1123 labels)
-        job.json     task id, name, namespace, spec, backoff_limit, active_deadline_seconds,
+    <state_dir>/jobs/<namespace>/<job name>/   one Job: one attempt of a task, named
+                     ``task.job_name`` (namespace and name are DNS-1123 labels)
+        job.json     task id, attempt, name, namespace, spec, backoff_limit, active_deadline_seconds,
                      ttl_seconds_after_finished, created; written before the directory appears
                      and never changed afterwards
         started      when the first start was attempted (Unix seconds; O_CREAT|O_EXCL)
@@ -17,6 +18,9 @@ observed correctly after a restart. Layout::
         stdout.log, stderr.log   the command's output (appended to by every attempt)
         exit         the last attempt's exit code (written to exit.tmp, then renamed)
         deadline     marker: nightwatch killed the Job after active_deadline_seconds
+        cancelled    marker: the Job was cancelled (its time); from then on it is gone for
+                     observe and logs, its process group got SIGTERM, SIGKILL after
+                     ``cancel_grace``, and the directory is removed once the group is gone
     <state_dir>/jobs/<namespace>/.tmp-*    a Job being created (renamed to <name>: exactly once)
     <state_dir>/jobs/<namespace>/.trash-*  a Job being deleted (renamed from <name>)
 
@@ -24,6 +28,11 @@ The process starts in the Job's directory with a fresh environment -- ``PATH`` (
 system directories), ``HOME`` (the Job's directory) and ``LANG=C.UTF-8``, then the spec's
 ``env`` on top -- and nothing of the daemon's (its secrets stay its own), as in a container.
 A failing command is retried ``backoff_limit`` times (at once, appending to the same logs).
+
+A Job is the task's when job.json has its id and attempt (no attempt: 1, a Job of nightwatch
+< 0.3); launch adopts only that, and observe, cancel and logs see only that.
+``logs`` reads stdout.log, then stderr.log (the two are kept apart: how their lines interleaved
+is not recorded), from their end, in bounded memory.
 
 Observing is one ``os.scandir`` per namespace plus a few small reads per task, and maps:
 ``exit`` 0 -> Succeeded, other codes -> Failed ``"exit code N: <last stderr line>"``;
@@ -45,11 +54,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -57,6 +67,7 @@ from typing import Any
 from nightwatch.adapters.clock import SystemClock
 from nightwatch.adapters.jobs._local_files import (
     SYSTEM_PATH,
+    group_alive,
     is_wrapper_of,
     kill_group,
     last_line,
@@ -64,14 +75,17 @@ from nightwatch.adapters.jobs._local_files import (
     read_int,
     read_json,
     read_text,
+    signal_group,
     wrapper_tools,
 )
+from nightwatch.adapters.jobs._log_lines import read_logs, size_of
 from nightwatch.adapters.jobs.recording import append_line
 from nightwatch.domain.errors import (
     BackendUnavailableError,
     ConfigError,
     InvalidTaskSpecError,
     JobConflictError,
+    JobNotFoundError,
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import JobDefaults, JobSpec, validate_job_name
@@ -87,6 +101,7 @@ NEVER_STARTED = "the job's process never started (nightwatch stopped while start
 START_TIMEOUT = 30.0  # seconds a started Job may go without a pid before it counts as failed
 SWEEP_INTERVAL = 30.0  # seconds between TTL sweeps of one namespace
 LEFTOVER_AGE = 3600.0  # seconds after which a .tmp-/.trash- directory is removed
+CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL of a cancelled Job (jobs.local.cancel_grace)
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 WRAPPER_FILE = "local_job.sh"  # package data beside this module
 
@@ -94,6 +109,7 @@ WRAPPER_FILE = "local_job.sh"  # package data beside this module
 @dataclass(frozen=True)
 class _Meta:
     task_id: int
+    attempt: int
     deadline: int | None
     ttl: int | None
 
@@ -107,6 +123,7 @@ class LocalJobGateway(JobGateway):
         clock: Clock | None = None,
         record_path: str | None = None,
         tool_path: str = SYSTEM_PATH,
+        cancel_grace: float = CANCEL_GRACE,
     ) -> None:
         """``tool_path``: where the wrapper's own tools (sh, mkdir, mv) are looked up, once,
         here; ConfigError (one line) when one is missing, so start-up fails, not every Job."""
@@ -116,6 +133,9 @@ class LocalJobGateway(JobGateway):
         self.jobs_dir = os.path.join(self.state_dir, "jobs")
         self.defaults = defaults or JobDefaults()
         self.record_path = record_path
+        if cancel_grace < 0:
+            raise ConfigError("jobs.local.cancel_grace must not be negative")
+        self.cancel_grace = float(cancel_grace)
         self.list_calls = 0  # one per namespace per observe: tests read it
         self._clock = clock or SystemClock()
         self._mutex = threading.Lock()
@@ -128,23 +148,25 @@ class LocalJobGateway(JobGateway):
 
     def launch(self, task: Task, spec: JobSpec) -> LaunchOutcome:
         _check_names(task.namespace, task.name)
+        _check_names(task.namespace, task.job_name)
         if not spec.argv:
             raise JobRejectedError("nothing to run: info.command and info.args are both empty")
-        job_dir = os.path.join(self.jobs_dir, task.namespace, task.name)
+        job_dir = os.path.join(self.jobs_dir, task.namespace, task.job_name)
         try:
             doc = self._document(task, spec)
             if self._create(job_dir, doc):
                 outcome = LaunchOutcome.CREATED
                 if self.record_path:
-                    append_line(self.record_path, f"{task.id} {task.namespace}/{task.name}\n")
+                    append_line(self.record_path, f"{task.id} {task.namespace}/{task.job_name}\n")
             else:
                 found = read_json(os.path.join(job_dir, "job.json"))
                 if found is None and not os.path.lexists(job_dir):
                     raise FileNotFoundError(errno.ENOENT, "deleted while adopting it", job_dir)
-                if found is None or found.get("task_id") != task.id:
+                if found is None or found.get("task_id") != task.id or found.get("attempt", 1) != task.attempt:
+                    attempt = "" if task.attempt == 1 else f" (attempt {task.attempt})"
                     raise JobConflictError(
-                        f"a Job named {task.name!r} already exists in namespace {task.namespace!r} "
-                        "and was not created for this task"
+                        f"a Job named {task.job_name!r} already exists in namespace {task.namespace!r} "
+                        f"and was not created for this task{attempt}"
                     )
                 doc, outcome = found, LaunchOutcome.ADOPTED
             self._start_once(job_dir, doc)
@@ -168,15 +190,61 @@ class LocalJobGateway(JobGateway):
                     del entries[gone]
                 self._forget_all_but(namespace, entries)
                 for task in members:
-                    if task.name.startswith(".") or task.name not in entries:
+                    if task.job_name.startswith(".") or task.job_name not in entries:
                         continue
-                    job_dir = entries[task.name]
+                    job_dir = entries[task.job_name]
                     meta = self._meta_of(job_dir)
-                    if meta is not None and meta.task_id == task.id:
+                    if meta is not None and _is_of(meta, task):
+                        if os.path.exists(os.path.join(job_dir, "cancelled")):
+                            self._finish_cancel(job_dir)  # gone; its processes are being stopped
+                            continue
                         result[task.id] = self._state(job_dir, meta)
         except OSError as e:
             raise BackendUnavailableError(f"local jobs: cannot read {self.jobs_dir}: {e}") from e
         return result
+
+    def cancel(self, task: Task) -> None:
+        """Mark the current attempt's Job cancelled (from then on it is gone), SIGTERM its process
+        group and return; a thread sends SIGKILL after ``cancel_grace`` if the group is still
+        there, then removes the Job. Whoever observes the namespace later finishes the job if
+        this process dies first."""
+        job_dir = self._job_dir(task)
+        meta = self._meta_of(job_dir) if job_dir else None
+        if job_dir is None or meta is None or not _is_of(meta, task):
+            return
+        try:
+            fd = os.open(os.path.join(job_dir, "cancelled"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return  # cancelled already: its reaper is at work
+        except FileNotFoundError:
+            return  # removed meanwhile
+        except OSError as e:
+            raise BackendUnavailableError(f"local jobs: cannot cancel {job_dir}: {e}") from e
+        try:
+            os.write(fd, f"{self._clock.now().timestamp():.6f}\n".encode())
+        finally:
+            os.close(fd)
+        pid = self._pid_of(job_dir)  # after the marker: a wrapper that writes its pid later sees it
+        if pid is not None and self._alive(pid, job_dir):
+            signal_group(pid, signal.SIGTERM)
+            logger.info("local job %s cancelled: SIGTERM to process group %d, SIGKILL after %gs",
+                        job_dir, pid, self.cancel_grace, extra={"task_id": task.id})
+        else:
+            pid = None
+        threading.Thread(target=self._reap_cancelled, args=(job_dir, pid), name=f"cancel-{task.id}",
+                         daemon=True).start()
+
+    def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
+        job_dir = self._job_dir(task)
+        meta = self._meta_of(job_dir) if job_dir else None
+        if job_dir is None or meta is None or not _is_of(meta, task) \
+                or os.path.exists(os.path.join(job_dir, "cancelled")):
+            raise JobNotFoundError(f"no Job for attempt {task.attempt} of task {task.id} "
+                                   f"({task.namespace}/{task.job_name})")
+        paths = [os.path.join(job_dir, "stdout.log"), os.path.join(job_dir, "stderr.log")]
+        if all(size_of(path) is None for path in paths):
+            raise JobNotFoundError(f"no log yet for attempt {task.attempt} of task {task.id} (not started)")
+        return read_logs(paths, tail, follow, lambda: self._ended(job_dir))
 
     def close(self) -> None:
         """Reap what has finished. Running Jobs are left alone: they outlive the daemon."""
@@ -192,6 +260,52 @@ class LocalJobGateway(JobGateway):
         if pid is not None and self._alive(pid, job_dir):
             kill_group(pid)
         self._remove(job_dir)
+
+    def _job_dir(self, task: Task) -> str | None:
+        """The directory of the task's current attempt's Job; None for names no Job can have."""
+        if not _LABEL.match(task.namespace) or not _LABEL.match(task.job_name):
+            return None
+        return os.path.join(self.jobs_dir, task.namespace, task.job_name)
+
+    def _ended(self, job_dir: str) -> bool:
+        """Whether a Job's output is complete: it finished, was killed, cancelled or removed."""
+        if any(os.path.exists(os.path.join(job_dir, f)) for f in ("exit", "deadline", "cancelled")):
+            return True
+        if not os.path.isdir(job_dir):
+            return True
+        self._reap()
+        pid = read_int(os.path.join(job_dir, "pid"))
+        return pid is not None and not self._alive(pid, job_dir)
+
+    def _reap_cancelled(self, job_dir: str, pid: int | None) -> None:
+        """A cancel's second half: SIGKILL after the grace if the group is still there; remove."""
+        if pid is not None:
+            deadline = time.monotonic() + self.cancel_grace
+            while time.monotonic() < deadline:
+                self._reap()
+                if not group_alive(pid):
+                    break
+                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            else:
+                kill_group(pid)
+            for _ in range(100):  # SIGKILL takes effect at once; the zombies wait to be reaped
+                self._reap()
+                if not group_alive(pid):
+                    break
+                time.sleep(0.01)
+        self._remove(job_dir)
+
+    def _finish_cancel(self, job_dir: str) -> None:
+        """For a Job cancelled by someone else (another replica, or this one before a restart):
+        SIGKILL its group once the grace is over, remove it when nothing of it is left."""
+        cancelled = mtime(os.path.join(job_dir, "cancelled"))
+        pid = read_int(os.path.join(job_dir, "pid"))
+        if pid is not None and group_alive(pid):
+            if cancelled is not None and self._clock.now().timestamp() - cancelled >= self.cancel_grace + 1:
+                kill_group(pid)
+            return
+        if cancelled is not None and self._clock.now().timestamp() - cancelled >= self.cancel_grace + 1:
+            self._remove(job_dir)
 
     def _pid_of(self, job_dir: str) -> int | None:
         """The wrapper's pid: ours if we spawned it, else from the pid file -- waiting a moment
@@ -216,8 +330,9 @@ class LocalJobGateway(JobGateway):
     def _document(self, task: Task, spec: JobSpec) -> dict[str, Any]:
         return {
             "task_id": task.id,
+            "attempt": task.attempt,
             "namespace": task.namespace,
-            "name": task.name,
+            "name": task.job_name,
             "image": spec.image,
             "command": list(spec.command),
             "args": list(spec.args),
@@ -310,7 +425,9 @@ class LocalJobGateway(JobGateway):
         doc = read_json(os.path.join(job_dir, "job.json"))
         if doc is None or not isinstance(doc.get("task_id"), int):
             return None
-        meta = _Meta(doc["task_id"], doc.get("active_deadline_seconds"), doc.get("ttl_seconds_after_finished"))
+        attempt = doc.get("attempt", 1)
+        meta = _Meta(doc["task_id"], attempt if isinstance(attempt, int) else 0, doc.get("active_deadline_seconds"),
+                     doc.get("ttl_seconds_after_finished"))
         with self._mutex:
             self._meta.setdefault(namespace, {})[name] = (key, meta)
         return meta
@@ -408,6 +525,9 @@ class LocalJobGateway(JobGateway):
                     shutil.rmtree(path, ignore_errors=True)
                     removed.append(name)
                 continue
+            if os.path.exists(os.path.join(path, "cancelled")):
+                self._finish_cancel(path)
+                continue
             meta = self._meta_of(path)
             if meta is None or meta.ttl is None:
                 continue
@@ -436,6 +556,10 @@ def _wrapper_text() -> str:
     except OSError as e:
         raise ConfigError(f"jobs.backend local: cannot read the job wrapper {WRAPPER_FILE} from the "
                           f"nightwatch package (reinstall it?): {e}") from e
+
+
+def _is_of(meta: _Meta, task: Task) -> bool:
+    return meta.task_id == task.id and meta.attempt == task.attempt
 
 
 def _check_names(namespace: str, name: str) -> None:

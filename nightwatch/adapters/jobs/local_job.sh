@@ -12,6 +12,8 @@ d=$1 mkdir=$2 mv=$3 tries=$4
 shift 4
 "$mkdir" "$d/claim" 2>/dev/null || exit 0
 echo $$ > "$d/pid" || exit 1
+# A cancel writes "cancelled", then reads "pid": one of the two sees the other.
+[ -e "$d/cancelled" ] && exit 0
 while :; do
   ( "$@" )
   code=$?

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from nightwatch.domain.constants import CONTAINER_NAME, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TASK_ID_LABEL
+from nightwatch.domain.constants import (
+    ATTEMPT_LABEL,
+    CONTAINER_NAME,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    TASK_ID_LABEL,
+)
 from nightwatch.domain.jobspec import JobDefaults, JobSpec
 from nightwatch.domain.model import JobPhase, JobState, Task
 
@@ -29,13 +35,22 @@ SECURITY_CONTEXT: dict[str, Any] = {
 
 
 def job_labels(task: Task) -> dict[str, str]:
-    """The labels that mark a Job (and its pods) as nightwatch's, for this task."""
-    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, TASK_ID_LABEL: str(task.id)}
+    """The labels that mark a Job (and its pods) as nightwatch's, for this attempt of this task."""
+    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, TASK_ID_LABEL: str(task.id), ATTEMPT_LABEL: str(task.attempt)}
+
+
+def belongs_to(labels: Mapping[str, str] | None, task: Task) -> bool:
+    """Whether a Job (or pod) with these labels is the one of ``task``'s current attempt: both
+    the task id and the attempt must match; a Job without the attempt label (made by nightwatch
+    < 0.3) counts as attempt 1."""
+    labels = labels or {}
+    return labels.get(TASK_ID_LABEL) == str(task.id) and labels.get(ATTEMPT_LABEL, "1") == str(task.attempt)
 
 
 def build_job_manifest(task: Task, spec: JobSpec, defaults: JobDefaults | None = None) -> dict[str, Any]:
-    """The ``batch/v1`` Job that runs ``spec`` for ``task``: named after the task, in its
-    namespace, labelled with the task id, one container ``task``, never restarted in place."""
+    """The ``batch/v1`` Job that runs ``spec`` for ``task``'s current attempt: named
+    ``task.job_name``, in its namespace, labelled with the task id and the attempt (its pods
+    too), one container ``task``, never restarted in place."""
     defaults = defaults or JobDefaults()
     container: dict[str, Any] = {"name": CONTAINER_NAME, "image": spec.image}
     if spec.command:
@@ -64,7 +79,7 @@ def build_job_manifest(task: Task, spec: JobSpec, defaults: JobDefaults | None =
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": task.name, "namespace": task.namespace, "labels": job_labels(task)},
+        "metadata": {"name": task.job_name, "namespace": task.namespace, "labels": job_labels(task)},
         "spec": job_spec,
     }
 
@@ -86,8 +101,10 @@ def job_state(job: Mapping[str, Any]) -> JobState:
     Final conditions first, then the ones Kubernetes ≥ 1.31 sets while the last pods
     terminate: ``Complete``/``SuccessCriteriaMet`` → Succeeded; ``Failed``/``FailureTarget``
     → Failed with "<reason>: <message>" (e.g. ``BackoffLimitExceeded: Job has reached the
-    specified backoff limit``); a suspended Job → Pending; active or ready pods → Running;
-    anything else (created, pods not scheduled yet) → Pending.
+    specified backoff limit``); a suspended Job → Pending; ready pods → Running; active pods
+    none of which is ready (``ready`` reported as 0: waiting for its image, say) → Pending;
+    active pods on a server that does not report ``ready`` → Running; anything else
+    (created, pods not scheduled yet) → Pending.
     """
     conditions = _true_conditions(job)
     if "Complete" in conditions:
@@ -101,6 +118,14 @@ def job_state(job: Mapping[str, Any]) -> JobState:
     if (job.get("spec") or {}).get("suspend"):
         return JobState(JobPhase.PENDING)
     status = job.get("status") or {}
-    if (status.get("active") or 0) > 0 or (status.get("ready") or 0) > 0:
+    if (status.get("ready") or 0) > 0:
+        return JobState(JobPhase.RUNNING)
+    if (status.get("active") or 0) > 0 and status.get("ready") is None:
         return JobState(JobPhase.RUNNING)
     return JobState(JobPhase.PENDING)
+
+
+def not_ready(job: Mapping[str, Any]) -> bool:
+    """A Job with active pods none of which is ready (as far as the server reports ``ready``)."""
+    status = job.get("status") or {}
+    return (status.get("active") or 0) > 0 and status.get("ready") == 0
