@@ -89,14 +89,16 @@ class Console:
                          top=listing.tasks[0].id if listing.tasks else 0, paged=q.before_id is not None)
 
     async def live(self, request: Request) -> Response:
-        """Statuses of the rows a list page shows (``ids``), and the rows newer than its ``top``."""
+        """Statuses of the rows a list page shows (``ids``), the rows newer than its ``top``, and
+        with ``counts=1`` the tasks per status."""
         ids = _ids(request.query_params.get("ids", ""))
         q, _ = _query(request)
         top = _int(request.query_params.get("top")) or 0
-        rows, new = await run_in_threadpool(self.data.live, ids, q, top)
+        counts = request.query_params.get("counts") == "1"  # the page asks now and then: a GROUP BY
+        rows, new, totals = await run_in_threadpool(self.data.live, ids, q, top, counts)
         new_html = "".join(self.fragment(request, "_row.html", task=t) for t in new)
         return JSONResponse({"tasks": [_brief(t) for t in rows], "new_rows": new_html,
-                             "top": max([top, *(t.id for t in new)])}, headers=_NO_STORE)
+                             "top": max([top, *(t.id for t in new)]), "counts": totals}, headers=_NO_STORE)
 
     # -- one task --
 
@@ -110,7 +112,7 @@ class Console:
                  for part in ("summary", "events", "attempts", "actions")}
         task = view["task"]
         return JSONResponse({"status": task.status, "terminal": console_views.is_terminal(task.status),
-                             "version": view["version"], "html": parts}, headers=_NO_STORE)
+                             "version": view["task_version"], "html": parts}, headers=_NO_STORE)
 
     async def task_log(self, request: Request) -> Response:
         tail = min(_int(request.query_params.get("tail")) or LOG_TAIL, LOG_TAIL_MAX)

@@ -50,7 +50,8 @@ class ConsoleData:
         found = self.store.query(replace(q, limit=q.limit + 1))
         return Listing(found[: q.limit], len(found) > q.limit, self.store.count_by_status())
 
-    def live(self, ids: list[int], q: TaskQuery, top: int) -> tuple[list[Task], list[Task]]:
+    def live(self, ids: list[int], q: TaskQuery, top: int,
+             counts: bool = False) -> tuple[list[Task], list[Task], dict[str, int] | None]:
         rows = []
         for task_id in ids:
             with contextlib.suppress(TaskNotFoundError):
@@ -58,7 +59,7 @@ class ConsoleData:
         new: list[Task] = []
         if q.before_id is None:  # the first page shows tasks as they are added
             new = [t for t in self.store.query(q) if t.id > top]
-        return rows, new
+        return rows, new, self.store.count_by_status() if counts else None
 
     def task_view(self, task_id: int) -> dict[str, Any]:
         task = self.store.get(task_id)
@@ -69,13 +70,13 @@ class ConsoleData:
         return {
             "task": task,
             "spec": console_views.spec_text(task.info),
-            "timeline": console_views.timeline(events, now),
+            "timeline": console_views.timeline(events, now, task),
             "attempts": console_views.attempts(task, events, now),
             "cancellable": status is not None and not status.terminal and not pending_cancel,
             "retryable": status in (TaskStatus.FAILED, TaskStatus.CANCELLED),
             "rerunnable": status is TaskStatus.SUCCEEDED,
             "pending_cancel": pending_cancel,
-            "version": f"{task.status}|{task.attempt}|{len(events)}|{events[-1].id if events else 0}|"
+            "task_version": f"{task.status}|{task.attempt}|{len(events)}|{events[-1].id if events else 0}|"
                        f"{pending_cancel}|{task.message or ''}",
         }
 

@@ -81,7 +81,13 @@ class TimelineRow:
     ongoing: bool  # the task is still in this status
 
 
-def timeline(events: Sequence[TaskEvent], now: datetime) -> list[TimelineRow]:
+def timeline(events: Sequence[TaskEvent], now: datetime, task: Task | None = None) -> list[TimelineRow]:
+    """Each event with the time spent in the status it entered; led by the task's creation
+    (the row's ``created_at``, which writes no event) while the first attempt's events are kept."""
+    if task is not None and task.created_at is not None and (
+            not events or (events[0].attempt == 1 and events[0].from_status == TaskStatus.NORMAL)):
+        created = TaskEvent(task.id, 1, task.created_at, "", TaskStatus.NORMAL, "created")
+        events = [created, *events] if events or task.status == TaskStatus.NORMAL else list(events)
     rows = []
     for i, event in enumerate(events):
         last = i == len(events) - 1

@@ -62,7 +62,6 @@ def test_a_task_submitted_through_the_form_reaches_succeeded_without_reload(
     gate.touch()
     wait(driver).until(lambda d: row_status(d, task_id) == "Succeeded")
     assert not_reloaded(driver), "the list page reloaded: the status must change in place"
-    screenshot("task-list")
 
 
 def test_the_task_page_shows_the_log_and_the_timeline(console: Console, driver: Any, screenshot: Any) -> None:
@@ -81,9 +80,12 @@ def test_the_task_page_shows_the_log_and_the_timeline(console: Console, driver: 
     events = driver.find_element(By.ID, "events").text
     assert "Running" in events and "Succeeded" in events
     assert driver.find_elements(By.CSS_SELECTOR, '#attempts tr[data-attempt="1"]')
-    assert not driver.find_elements(By.ID, "cancel") and not driver.find_elements(By.ID, "retry")
+    assert not driver.find_elements(By.ID, "cancel")  # finished: only "Run again" (a forced retry) is left
+    assert text_of(driver, "#retry") == "Run again"
     assert str(task_id) in driver.find_element(By.TAG_NAME, "h1").text
-    screenshot("task-page")
+    driver.set_window_size(1280, 1500)  # the whole page, for docs/screenshots
+    screenshot("console-task")
+    driver.set_window_size(1280, 900)
 
 
 def test_cancelling_a_long_task_with_the_button(console: Console, driver: Any, screenshot: Any) -> None:
@@ -146,6 +148,9 @@ def test_the_list_shows_a_task_added_elsewhere_and_the_cluster_page(
     driver.set_window_size(390, 844)  # a phone
     screenshot("task-list-phone")
     driver.set_window_size(1280, 900)
+    driver.get(console.url + "/")  # the tasks of every test so far, for docs/screenshots
+    wait(driver).until(lambda d: row_status(d, task_id) == "Succeeded")
+    screenshot("console-list")
     driver.get(console.url + "/cluster")
     assert text_of(driver, "#leader")
     assert text_of(driver, "#epoch").isdigit()

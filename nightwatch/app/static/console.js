@@ -4,6 +4,7 @@
 (function () {
   "use strict";
   var POLL_MS = 1500;
+  var COUNTS_EVERY = 5;  /* the tasks-per-status counts are refreshed every 5th poll */
   var root = document.body.getAttribute("data-root") || "";
 
   function $(selector, scope) { return (scope || document).querySelector(selector); }
@@ -58,16 +59,36 @@
     return true;
   }
 
+  function showCounts(counts) {
+    var list = document.getElementById("status-counts");
+    if (!list) { return; }
+    var items = Object.keys(counts).sort().map(function (status) {
+      var li = document.createElement("li");
+      var a = document.createElement("a");
+      a.href = "?status=" + encodeURIComponent(status);
+      var badge = document.createElement("span");
+      setBadge(badge, status);
+      a.appendChild(badge);
+      a.appendChild(document.createTextNode(" " + counts[status]));
+      li.appendChild(a);
+      return li;
+    });
+    list.replaceChildren.apply(list, items);
+  }
+
   function taskList(table) {
     var tbody = $("tbody", table);
     var top = parseInt(table.getAttribute("data-top"), 10) || 0;
     var query = table.getAttribute("data-query") || "";
     var live = table.getAttribute("data-live") === "1";
+    var polls = 0;
     every(function () {
+      polls += 1;
       var ids = Array.prototype.map.call(tbody.querySelectorAll("tr[data-task-id]"), function (tr) {
         return tr.getAttribute("data-task-id");
       });
-      var url = root + "/console/live?ids=" + ids.join(",") + "&top=" + top + (query ? "&" + query : "");
+      var url = root + "/console/live?ids=" + ids.join(",") + "&top=" + top + (query ? "&" + query : "") +
+        (polls % COUNTS_EVERY === 0 ? "&counts=1" : "");
       return fetchJSON(url).then(function (doc) {
         doc.tasks.forEach(function (t) {
           var tr = tbody.querySelector('tr[data-task-id="' + t.id + '"]');
@@ -83,6 +104,7 @@
           var empty = $(".empty");
           if (empty) { empty.remove(); }
         }
+        if (doc.counts) { showCounts(doc.counts); }
       });
     });
   }
