@@ -28,6 +28,8 @@ import pytest
 import yaml
 from pages import TOKEN, WAIT
 
+SESSION_SECRET = "browser-tests-session-secret-0123456789abcdef"
+
 _SCRUB = ("NIGHTWATCH_CONFIG", "NIGHTWATCH_REPLICA")
 
 
@@ -60,6 +62,7 @@ class Console:
     workdir: Path
     proc: subprocess.Popen[bytes]
     log: Path
+    config: Path
 
     def gate(self, name: str) -> Path:
         """A file a job waits for (``until_opened``): the test decides when the job ends."""
@@ -69,10 +72,10 @@ class Console:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def console_config(workdir: Path, port: int, auth: dict[str, Any]) -> dict[str, Any]:
+def console_config(workdir: Path, port: int, identity: str, auth: dict[str, Any]) -> dict[str, Any]:
     return {
         "store": {"backend": "sqlite", "sqlite": {"path": str(workdir / "nightwatch.db")}},
-        "lock": {"backend": "file", "file": {"path": str(workdir / "nightwatch.lock")},
+        "lock": {"backend": "file", "file": {"path": str(workdir / "nightwatch.lock")}, "identity": identity,
                  "renew_interval": "500ms", "retry_interval": "300ms"},
         "jobs": {"backend": "local", "allowed_namespaces": ["default", "team-a"],
                  "local": {"state_dir": str(workdir / "jobs")}},
@@ -82,34 +85,58 @@ def console_config(workdir: Path, port: int, auth: dict[str, Any]) -> dict[str, 
     }
 
 
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
-    workdir = tmp_path_factory.mktemp("console")
-    (workdir / "gates").mkdir()
+def _start(workdir: Path, identity: str) -> Console:
+    """``nightwatch run`` as ``identity`` on the shared database, lock and job directory, once it
+    answers /readyz (a leader, or a standby that sees the leader)."""
     port = _free_port()
-    config = workdir / "nightwatch.yaml"
-    config.write_text(yaml.safe_dump(console_config(workdir, port, {"tokens": [TOKEN], "read": True})))
+    config = workdir / f"{identity}.yaml"
+    auth = {"tokens": [TOKEN], "read": True, "session_secret": SESSION_SECRET}  # one sign-in for both
+    config.write_text(yaml.safe_dump(console_config(workdir, port, identity, auth)))
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
-    log = workdir / "daemon.log"
+    log = workdir / f"{identity}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "nightwatch", "run", "--config", str(config)],
                                 cwd=workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
-    served = Console(f"http://127.0.0.1:{port}", workdir, proc, log)
+    served = Console(f"http://127.0.0.1:{port}", workdir, proc, log, config)
+    deadline = time.monotonic() + WAIT
+    while not _ready(served.url):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            _stop(proc)
+            raise AssertionError(f"nightwatch run ({identity}) did not become ready:\n{served.log_text()}")
+        time.sleep(0.1)
+    return served
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + WAIT
-        while not _ready(served.url):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"nightwatch run did not become ready:\n{served.log_text()}")
-            time.sleep(0.1)
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """The leader (the first replica up)."""
+    workdir = tmp_path_factory.mktemp("console")
+    (workdir / "gates").mkdir()
+    served = _start(workdir, "leader-1")
+    try:
         yield served
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        _stop(served.proc)
         _stop_jobs(workdir / "jobs")
+
+
+@pytest.fixture(scope="module")
+def standby(console: Console) -> Iterator[Console]:
+    """A second replica on the same store and lock: it serves the console but does not lead."""
+    served = _start(console.workdir, "standby-1")
+    try:
+        yield served
+    finally:
+        _stop(served.proc)
 
 
 def _stop_jobs(state_dir: Path) -> None:

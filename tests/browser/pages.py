@@ -20,8 +20,26 @@ def wait(driver: Any, timeout: float = WAIT) -> WebDriverWait:  # type: ignore[t
 
 
 def text_of(driver: Any, css: str) -> str:
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return str(found[0].text).strip() if found else ""
+    """The text of the first element ``css`` finds ("" when none). The live updates replace parts
+    of a page, so an element found may be gone before it is read: then it is looked up again."""
+    for _ in range(20):
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        try:
+            return str(found[0].text).strip() if found else ""
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{css!r} keeps being replaced on {driver.current_url}")
+
+
+def click(driver: Any, css: str) -> None:
+    """Click the element ``css``, looked up again if a live update replaced it meanwhile."""
+    for _ in range(20):
+        try:
+            driver.find_element(By.CSS_SELECTOR, css).click()
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{css!r} keeps being replaced on {driver.current_url}")
 
 
 def wait_text(driver: Any, css: str, expected: str, timeout: float = WAIT) -> None:

@@ -14,6 +14,7 @@ import pytest
 from conftest import Console
 from pages import (
     TOKEN,
+    click,
     gated,
     mark_page,
     not_reloaded,
@@ -77,7 +78,7 @@ def test_the_task_page_shows_the_log_and_the_timeline(console: Console, driver: 
     assert not_reloaded(driver)
     assert driver.execute_script("return window.__pwned === undefined;"), "log text ran as markup"
     assert not driver.find_elements(By.CSS_SELECTOR, "#log b")
-    events = driver.find_element(By.ID, "events").text
+    events = text_of(driver, "#events")
     assert "Running" in events and "Succeeded" in events
     assert driver.find_elements(By.CSS_SELECTOR, '#attempts tr[data-attempt="1"]')
     assert not driver.find_elements(By.ID, "cancel")  # finished: only "Run again" (a forced retry) is left
@@ -94,7 +95,7 @@ def test_cancelling_a_long_task_with_the_button(console: Console, driver: Any, s
                      command="sleep", args="600")
     wait_text(driver, "#status", "Running")
     mark_page(driver)
-    driver.find_element(By.ID, "cancel").click()  # a form POST: the page after it is new
+    click(driver, "#cancel")  # a form POST: the page after it is new
     wait(driver).until(lambda d: "done=cancel" in d.current_url)
     wait_text(driver, "#status", "Cancelled")
     assert not driver.find_elements(By.ID, "cancel")
@@ -109,7 +110,7 @@ def test_retrying_a_failed_task_with_the_button(console: Console, driver: Any, s
     submit(driver, console.url, name="fails-console", namespace="default", image="busybox:1.36", command="false")
     wait_text(driver, "#status", "Failed")
     assert text_of(driver, "#attempt") == "1"
-    driver.find_element(By.ID, "retry").click()
+    click(driver, "#retry")
     wait(driver).until(lambda d: "done=retry" in d.current_url)
     wait_text(driver, "#attempt", "2")
     wait_text(driver, "#status", "Failed")  # `false` fails again: attempt 2 ran and finished
@@ -138,7 +139,7 @@ def test_the_list_shows_a_task_added_elsewhere_and_the_cluster_page(
     driver.get(console.url + "/")
     mark_page(driver)
     out = subprocess.run([sys.executable, "-m", "nightwatch", "task", "submit", "--config",
-                          str(console.workdir / "nightwatch.yaml"), "--name", "from-the-cli", "--namespace",
+                          str(console.config), "--name", "from-the-cli", "--namespace",
                           "default", "--image", "busybox", "--command", "true", "--json"],
                          cwd=console.workdir, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -155,3 +156,21 @@ def test_the_list_shows_a_task_added_elsewhere_and_the_cluster_page(
     assert text_of(driver, "#leader")
     assert text_of(driver, "#epoch").isdigit()
     assert "Succeeded" in driver.find_element(By.ID, "counts").text
+
+
+def test_a_standby_serves_the_same_tasks_and_its_cancel_is_carried_out_by_the_leader(
+        console: Console, standby: Console, driver: Any, screenshot: Any) -> None:
+    sign_in(driver, standby.url)  # one session secret for both replicas: the sign-in holds on either
+    driver.get(standby.url + "/cluster")
+    assert text_of(driver, "#served-by") == "standby-1"
+    assert text_of(driver, "#leader") == "leader-1"
+    task_id = submit(driver, standby.url, name="via-standby", namespace="default", image="busybox:1.36",
+                     command="sleep", args="600")
+    wait_text(driver, "#status", "Running")  # launched by the leader, read by the standby from the store
+    click(driver, "#cancel")
+    wait_text(driver, "#status", "Cancelled")
+    events = text_of(driver, "#events")
+    assert "by leader-1" in events and "by standby-1" not in events  # the leader wrote every move
+    driver.get(f"{console.url}/tasks/{task_id}")
+    wait_text(driver, "#status", "Cancelled")
+    screenshot("standby-cancel")
