@@ -61,7 +61,13 @@ def exception_handlers() -> dict[Any, Callable[..., Any]]:
             return PlainTextResponse(f"{exc}\n", code)
         return handle
 
-    return {TaskNotFoundError: answer(404), JobNotFoundError: answer(404), DuplicateTaskError: answer(409),
+    def unexpected(request: Request, exc: Exception) -> Response:  # logged by uvicorn, then re-raised
+        if request.url.path.startswith("/api/"):
+            return JSONResponse(error_body(500, f"unexpected error: {type(exc).__name__}"), 500)
+        return PlainTextResponse("Internal Server Error\n", 500)
+
+    return {Exception: unexpected,
+            TaskNotFoundError: answer(404), JobNotFoundError: answer(404), DuplicateTaskError: answer(409),
             IllegalTransitionError: answer(409), Conflict: answer(409), InvalidTaskSpecError: answer(422),
             TaskValueError: answer(422), UnknownStatusError: answer(422), BackendUnavailableError: answer(503)}
 
@@ -70,7 +76,7 @@ def exception_handlers() -> dict[Any, Callable[..., Any]]:
 
 def require_read(request: Request) -> None:
     token = auth.bearer(request)
-    if token is not None and request.app.state.ctx.auth.tokens and not _token_ok(request):
+    if token is not None and request.app.state.ctx.auth.tokens and not auth.bearer_ok(request):
         raise _fail(401, "wrong token", **{"WWW-Authenticate": "Bearer"})
     if not auth.can_read(request):
         raise _fail(401, "reading needs a token (server.auth.read is on): send Authorization: Bearer <token>",
@@ -82,17 +88,13 @@ def require_write(request: Request) -> None:
         raise _fail(403, "writes are switched off: no token is configured in server.auth.tokens")
     token = auth.bearer(request)
     if token is not None:
-        if not _token_ok(request):
+        if not auth.bearer_ok(request):
             raise _fail(401, "wrong token", **{"WWW-Authenticate": "Bearer"})
         return
     if auth.signed_in(request):  # a browser's session: the CSRF token must come along
         auth.check_csrf(request, request.headers.get(auth.CSRF_HEADER))
         return
     raise _fail(401, "writing needs a token: send Authorization: Bearer <token>", **{"WWW-Authenticate": "Bearer"})
-
-
-def _token_ok(request: Request) -> bool:
-    return auth._valid(request.app.state.ctx.auth, auth.bearer(request)) is not None
 
 
 # -- parameters -------------------------------------------------------------------------------

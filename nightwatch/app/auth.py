@@ -72,6 +72,11 @@ def bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+def bearer_ok(request: Request) -> bool:
+    """The request carries a bearer token that is one of ``server.auth.tokens``."""
+    return _valid(_settings(request), bearer(request)) is not None
+
+
 def _session(request: Request) -> dict[str, Any]:
     return request.session if "session" in request.scope else {}
 
@@ -93,7 +98,7 @@ def can_write(request: Request) -> bool:
     settings = _settings(request)
     if not settings.tokens:
         return False
-    return _valid(settings, bearer(request)) is not None or _session_ok(request)
+    return bearer_ok(request) or _session_ok(request)
 
 
 def can_read(request: Request) -> bool:

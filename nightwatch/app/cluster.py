@@ -60,18 +60,21 @@ class ReplicaRegistry:
         self._wake.set()
 
     def beat(self) -> None:
-        """One heartbeat (and the term's record when this replica leads a new one)."""
+        """The term's record when this replica leads a new one (first), then the heartbeat."""
         elector = self.daemon.elector
         fence = elector.fence if elector.is_leader else None
         now = self.clock.now()
+        if fence is not None and fence.epoch != self._recorded:
+            self.store.record_leader_change(LeaderChange(self.lock_name, fence.epoch, elector.identity, now))
+            self._recorded = fence.epoch
+            try:  # a DML-only database user may have no DELETE: the view skips old rows anyway
+                self.store.forget(self.lock_name, now - FORGET_AFTER)
+            except NightwatchError as e:
+                logger.debug("heartbeat: cannot delete the rows of replicas gone for a day: %s", e)
         self.store.heartbeat(ReplicaInfo(
             identity=elector.identity, lock_name=self.lock_name, role="leader" if fence else "standby",
             epoch=fence.epoch if fence else None, started_at=self.started_at, heartbeat_at=now,
             version=self.version))
-        if fence is not None and fence.epoch != self._recorded:
-            self.store.record_leader_change(LeaderChange(self.lock_name, fence.epoch, elector.identity, now))
-            self._recorded = fence.epoch
-            self.store.forget(self.lock_name, now - FORGET_AFTER)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -102,6 +105,8 @@ def cluster_view(ctx: Any) -> dict[str, Any]:
     if ctx.replicas is not None:
         for r in ctx.replicas.store.replicas(lock_name):
             age = (now - r.heartbeat_at).total_seconds()
+            if age > FORGET_AFTER.total_seconds():
+                continue
             alive = age <= STALE_AFTER
             replicas.append({"identity": r.identity, "role": r.role if alive else "gone", "epoch": r.epoch,
                              "last_heartbeat": r.heartbeat_at.isoformat(), "heartbeat_age": round(age, 1),

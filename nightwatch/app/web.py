@@ -232,7 +232,6 @@ def listen_socket(listen: str) -> socket.socket:
         sock = socket.create_server((host, port), family=family, backlog=128, reuse_port=False)
     except (OSError, OverflowError) as e:
         raise ConfigError(f"server.listen: cannot listen on {listen}: {getattr(e, 'strerror', None) or e}") from None
-    sock.set_inheritable(True)
     return sock
 
 

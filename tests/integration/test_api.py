@@ -249,8 +249,8 @@ def test_cluster_reports_the_leader_its_epoch_the_replicas_and_leader_changes(
     assert view["leader_changes"][0]["holder"] == "r1" and view["leader_changes"][0]["epoch"] == view["epoch"]
     assert isinstance(view["counts"], dict)
     c.replicas[0].kill()  # the leader goes: r2 takes over, with a newer epoch, recorded
-    after = wait_until(lambda: (v := second.get("/api/v1/cluster").json)["leader"] == "r2" and v, 30,
-                       lambda: f"r2 to lead\n{c.tails()}")
+    after = wait_until(lambda: (v := second.get("/api/v1/cluster").json)["leader"] == "r2"
+                       and v["leader_changes"][0]["holder"] == "r2" and v, 30, lambda: f"r2 to lead\n{c.tails()}")
     assert after["epoch"] > view["epoch"]
     assert [ch["holder"] for ch in after["leader_changes"][:2]] == ["r2", "r1"], after
     doc = second.get("/api/v1/openapi.json", token=None).json

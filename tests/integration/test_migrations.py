@@ -283,6 +283,21 @@ def test_the_index_on_the_users_table_is_built_without_blocking_writes(db: Datab
         assert "NOT NULL DEFAULT 1" in add  # a constant default: a catalogue change, no rewrite
 
 
+@pytest.mark.mysql
+def test_on_mariadb_a_table_that_cannot_add_columns_instantly_gets_them_in_place_without_a_lock(
+        mysql_url: str) -> None:
+    with ExitStack() as stack:
+        db = _mysql(stack, mysql_url)
+        seed(db)
+        db.run("ALTER TABLE task ROW_FORMAT=COMPRESSED")  # InnoDB cannot ADD COLUMN instantly here
+        sent = statements_of(db.engine)
+        migrations.upgrade(db.engine)
+        assert_at_head(db.engine)
+        adds = [s for s in sent if "ADD COLUMN attempt" in s]
+        assert [a.rsplit(", ", 1)[-1] for a in adds] == ["ALGORITHM=INSTANT", "LOCK=NONE"], adds
+        assert tasks(db.engine) == [(1, "demo-task-1", "Normal"), (2, "demo-task-2", "Normal")]
+
+
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_on_postgres_the_index_waits_for_the_users_open_transaction_and_never_blocks_its_writes(
@@ -455,7 +470,7 @@ def test_the_sql_script_from_a_revision_holds_only_the_later_ones() -> None:
     assert "CREATE TABLE IF NOT EXISTS nightwatch_leader" not in script
     assert "ADD COLUMN IF NOT EXISTS message" not in script
     latest = migrations.offline_sql("postgresql", start="0004")
-    assert "idx_task_status_id" not in latest and "version_num='0005'" in latest.replace(" ", "")
+    assert "idx_task_status_id" not in latest and "version_num='0006'" in latest.replace(" ", "")
     assert "CREATE TABLE IF NOT EXISTS task_event" in latest
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_task_namespace_id" in latest
     assert "ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFAULT 1" in latest
