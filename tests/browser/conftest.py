@@ -20,13 +20,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from pages import TOKEN, WAIT
+from browser_pages import TOKEN, WAIT, Console
 
 SESSION_SECRET = "browser-tests-session-secret-0123456789abcdef"
 
@@ -52,24 +51,6 @@ def _ready(url: str) -> bool:
             return int(answer.status) == 200
     except (urllib.error.URLError, OSError):
         return False
-
-
-@dataclass
-class Console:
-    """The daemon under test: its base URL, a directory the tests' jobs can see, its log."""
-
-    url: str
-    workdir: Path
-    proc: subprocess.Popen[bytes]
-    log: Path
-    config: Path
-
-    def gate(self, name: str) -> Path:
-        """A file a job waits for (``until_opened``): the test decides when the job ends."""
-        return self.workdir / "gates" / name
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 def console_config(workdir: Path, port: int, identity: str, auth: dict[str, Any]) -> dict[str, Any]:

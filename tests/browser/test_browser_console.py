@@ -11,9 +11,9 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import Console
-from pages import (
+from browser_pages import (
     TOKEN,
+    Console,
     click,
     gated,
     mark_page,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from selenium.common.exceptions import StaleElementReferenceException
@@ -12,6 +15,24 @@ from selenium.webdriver.support.ui import WebDriverWait
 TOKEN = "browser-test-token-0123456789"
 WAIT = 20.0  # seconds an explicit wait may take before the test fails (a slow, shared machine)
 NO_RELOAD_MARK = "window.__nightwatchNoReload"
+
+
+@dataclass
+class Console:
+    """The daemon under test: its base URL, a directory the tests' jobs can see, its log."""
+
+    url: str
+    workdir: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    config: Path
+
+    def gate(self, name: str) -> Path:
+        """A file a job waits for (``until_opened``): the test decides when the job ends."""
+        return self.workdir / "gates" / name
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
 
 
 def wait(driver: Any, timeout: float = WAIT) -> WebDriverWait:  # type: ignore[type-arg]
