@@ -52,10 +52,16 @@ class ConsoleData:
 
     def live(self, ids: list[int], q: TaskQuery, top: int,
              counts: bool = False) -> tuple[list[Task], list[Task], dict[str, int] | None]:
-        rows = []
+        wanted = set(ids)
+        found: dict[int, Task] = {}
+        if ids:  # one query gives the page's rows that still match its filters; the rest one by one
+            window = replace(q, before_id=max(ids) + 1, limit=len(ids))
+            found = {t.id: t for t in self.store.query(window) if t.id in wanted}
         for task_id in ids:
-            with contextlib.suppress(TaskNotFoundError):
-                rows.append(self.store.get(task_id))
+            if task_id not in found:
+                with contextlib.suppress(TaskNotFoundError):
+                    found[task_id] = self.store.get(task_id)
+        rows = [found[i] for i in ids if i in found]
         new: list[Task] = []
         if q.before_id is None:  # the first page shows tasks as they are added
             new = [t for t in self.store.query(q) if t.id > top]

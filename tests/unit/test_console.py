@@ -259,3 +259,12 @@ def test_unknown_task_and_cluster_pages(served: Served) -> None:
     cluster = b.get("/cluster")
     assert cluster.code == 200 and 'id="epoch"' in cluster.body and 'id="replicas"' in cluster.body
     assert b.get("/static/console.js").code == 200 and b.get("/static/console.css").code == 200
+
+
+def test_live_statuses_cover_rows_that_left_the_pages_filter(served: Served) -> None:
+    tasks = [served.store.add(NewTask(f"t{i}", "default", '{"image": "x"}')) for i in range(3)]
+    served.store.transition(tasks[1].id, TaskStatus.NORMAL, TaskStatus.FAILED, replica="t")
+    ids = ",".join(str(t.id) for t in reversed(tasks))
+    live = json.loads(served.browser().get(f"/console/live?ids={ids}&top={tasks[-1].id}&status=Normal").body)
+    assert [(t["id"], t["status"]) for t in live["tasks"]] == [
+        (tasks[2].id, "Normal"), (tasks[1].id, "Failed"), (tasks[0].id, "Normal")]
