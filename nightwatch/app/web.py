@@ -29,7 +29,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from nightwatch import __version__
@@ -37,6 +36,7 @@ from nightwatch.app.auth import AuthSettings
 from nightwatch.app.config_rules import split_listen
 from nightwatch.app.metrics import Metrics
 from nightwatch.app.server import CLIENT_TIMEOUT, ReadinessMonitor, health
+from nightwatch.app.web_middleware import BodyLimit, SecurityHeaders
 from nightwatch.domain.errors import ConfigError
 from nightwatch.domain.ports import Clock, JobGateway, TaskStore
 
@@ -107,61 +107,6 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return PlainTextResponse(f"{exc.detail}\n", exc.status_code, headers=headers)
 
 
-class BodyLimit:
-    """413 for a request body over ``limit`` bytes: at once from Content-Length, or as soon
-    as a chunked body passes the limit (the app never sees more than ``limit`` bytes)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await self._refuse(scope, receive, send)
-            return
-        seen = 0
-        started = False
-
-        async def counting() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def watching(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, counting, watching)
-        except _TooLarge:
-            if started:
-                raise
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
-        detail = f"the request body is larger than server.max_body ({self.limit} bytes)"
-        if scope["path"].startswith("/api/"):
-            from nightwatch.app.api import error_body
-
-            response: Response = JSONResponse(error_body(413, detail), 413, headers={"Connection": "close"})
-        else:
-            response = PlainTextResponse(detail + "\n", 413, headers={"Connection": "close"})
-        await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
 def build_app(ctx: WebContext) -> Starlette:
     from nightwatch.app import api, console
 
@@ -171,6 +116,7 @@ def build_app(ctx: WebContext) -> Starlette:
         routes.append(Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"))
     secret = ctx.auth.session_secret or secrets.token_urlsafe(32)  # per process: see README, "API"
     middleware = [
+        Middleware(SecurityHeaders),
         Middleware(BodyLimit, limit=ctx.auth.max_body),
         Middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
                    max_age=SESSION_MAX_AGE, same_site="lax", https_only=ctx.auth.secure_cookies),
@@ -182,10 +128,17 @@ def build_app(ctx: WebContext) -> Starlette:
 
 
 class _Protocol(H11Protocol):
-    """uvicorn's h11 protocol, but a client that connects and sends nothing is hung up on after
-    the keep-alive timeout too (uvicorn times out only idle connections that had a request)."""
+    """uvicorn's h11 protocol with TCP_NODELAY, and a client that connects and sends nothing is
+    hung up on after the keep-alive timeout too (uvicorn times out only idle connections that
+    had a request)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # asyncio sets TCP_NODELAY only on sockets made with proto IPPROTO_TCP, which
+        # socket.create_server's are not: without it a keep-alive response waits ~40 ms for the
+        # client's delayed ACK (Nagle), headers and body being two writes.
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
@@ -211,6 +164,10 @@ class WebServer:
             self.ctx.replicas.start()
         self._thread.start()
         return self
+
+    def open_sockets(self) -> list[Any]:
+        """The sockets of the connections open now (for tests)."""
+        return [c.transport.get_extra_info("socket") for c in list(self._server.server_state.connections)]
 
     def shutdown(self) -> None:
         """Stop serving, stop the readiness checks and heartbeats, close the listening socket."""

@@ -189,7 +189,10 @@ def test_injection_strings_in_names_messages_and_logs_come_back_literally(
     payload = f"{SQL_INJECTION} {HTML_INJECTION}"
     printer = api.submit("printer", ["sh", "-c", 'printf "%s\\n" "$PAYLOAD"'], env={"PAYLOAD": payload})
     api.wait_status(printer["id"], ("Succeeded",))
-    assert api.get(f"/api/v1/tasks/{printer['id']}/logs").text.splitlines()[-1] == payload
+    logs = api.get(f"/api/v1/tasks/{printer['id']}/logs")
+    assert logs.text.splitlines()[-1] == payload
+    assert logs.headers["content-type"].startswith("text/plain")  # and never sniffed into HTML:
+    assert logs.headers["x-content-type-options"] == "nosniff"
     # a name the user's system wrote (no DNS label): the leader fails it, naming it in the message
     error_of(api.post("/api/v1/tasks", {"name": BAD_NAME, "namespace": "default", "image": "i"}), 422, BAD_NAME)
     inserted = _insert_directly(store, BAD_NAME)

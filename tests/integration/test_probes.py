@@ -338,3 +338,22 @@ def test_probes_answer_within_200ms_while_every_api_worker_is_busy() -> None:
         daemon.request_stop()
         thread.join(10)
         server.shutdown()
+
+
+def test_kept_alive_connections_have_tcp_nodelay() -> None:
+    """Without TCP_NODELAY each response on a kept-alive connection waits for the client's
+    delayed ACK (about 40 ms): uvicorn writes headers and body apart."""
+    import http.client
+
+    daemon, metrics = memory_daemon()
+    server = start_server("127.0.0.1:0", daemon, metrics, 2.0)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        for _ in range(2):  # the same connection, kept alive
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+        (sock,) = server.open_sockets()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        conn.close()
+    finally:
+        server.shutdown()
