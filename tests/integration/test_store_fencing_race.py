@@ -22,8 +22,9 @@ from sql_databases import mysql_database, postgres_database
 from unfenced import UnfencedStore
 
 from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.store import engines
 from nightwatch.adapters.store.sql import SQLTaskStore, mysql_store, postgres_store
-from nightwatch.domain.errors import FencedError
+from nightwatch.domain.errors import BackendUnavailableError, FencedError
 from nightwatch.domain.model import Fence, NewTask, TaskStatus
 from nightwatch.domain.ports import TaskStore
 
@@ -109,10 +110,12 @@ def test_without_the_epoch_check_the_racing_write_goes_through(setup: Setup) -> 
 class SeparateStatements(SQLTaskStore):
     """The protection switched off on the test side: no transaction around the CAS and its event."""
 
-    @contextmanager
-    def _atomic(self) -> Iterator[sa.Connection]:
+    def _apply(self, update: sa.Update, task_id: int, event: dict[str, Any], params: dict[str, Any]) -> bool:
         with self._db() as conn:
-            yield conn
+            written = conn.execute(update, params).rowcount == 1
+            if written:
+                conn.execute(self._event(task_id, event))
+        return written
 
 
 def bump_between_the_write_and_its_event(setup: Setup, protected: bool) -> tuple[bool, TaskStore, int, int]:
@@ -129,7 +132,7 @@ def bump_between_the_write_and_its_event(setup: Setup, protected: bool) -> tuple
     paused, resume = threading.Event(), threading.Event()
 
     def pause(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO TASK_EVENT"):
+        if "INSERT INTO TASK_EVENT" in statement.upper():  # PostgreSQL's one statement too
             paused.set()
             resume.wait(10)
 
@@ -150,13 +153,66 @@ def bump_between_the_write_and_its_event(setup: Setup, protected: bool) -> tuple
     return began_meanwhile, store, task.id, fence.epoch
 
 
-def test_a_new_term_waits_until_the_old_leaders_write_and_its_event_commit(setup: Setup) -> None:
+def test_a_new_term_waits_until_the_old_leaders_write_and_its_event_commit(
+        setup: Setup, request: pytest.FixtureRequest) -> None:
+    if "postgres" in request.node.callspec.id:
+        pytest.skip("PostgreSQL writes both in one statement: there is no moment between them")
     began_meanwhile, store, task_id, epoch = bump_between_the_write_and_its_event(setup, protected=True)
     assert not began_meanwhile, "begin_term went through while the fenced write was not committed"
     assert [(e.to_status, e.epoch, e.replica) for e in store.events(task_id)] == [("Pending", epoch, "old-leader")]
 
 
 def test_without_the_transaction_a_new_term_begins_between_the_write_and_its_event(setup: Setup) -> None:
-    """Positive control: the test above fails when the CAS commits on its own."""
+    """Positive control: the test above fails when the CAS commits on its own (on PostgreSQL too:
+    what its single statement prevents)."""
     began_meanwhile, *_ = bump_between_the_write_and_its_event(setup, protected=False)
     assert began_meanwhile
+
+
+def paused_inside_its_write(setup: Setup) -> None:
+    make, _ = setup
+    store, successor = make(True), make(True)
+    store.migrate()
+    assert isinstance(store, SQLTaskStore)
+    task = store.add(NewTask("t", "default", '{"image":"alpine"}'))
+    fence = Fence(LEADER, store.begin_term(LEADER), "old-leader")
+    paused, resume = threading.Event(), threading.Event()
+
+    def pause(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+        if "INSERT INTO TASK_EVENT" in statement.upper():
+            paused.set()
+            resume.wait(30)  # as a SIGSTOPped process: until the successor has its term
+
+    sa.event.listen(store.engine, "before_cursor_execute", pause)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            write = pool.submit(store.transition, task.id, TaskStatus.NORMAL, TaskStatus.PENDING, None, fence)
+            assert paused.wait(10)
+            try:
+                assert successor.begin_term(LEADER) == fence.epoch + 1  # within its lock wait, while paused
+            finally:
+                resume.set()
+            assert write.exception(timeout=30) is not None  # its session was ended under it
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", pause)
+    assert successor.get(task.id).status == "Normal" and successor.events(task.id) == []
+
+
+def test_a_leader_paused_inside_its_write_does_not_keep_a_successor_from_its_term(
+        setup: Setup, request: pytest.FixtureRequest) -> None:
+    """MariaDB: the server rolls back a transaction left idle (``idle_transaction_timeout``), so
+    the successor's ``begin_term`` gets the leader row; the paused write then leaves nothing."""
+    if "postgres" in request.node.callspec.id:
+        pytest.skip("PostgreSQL writes both in one statement: no client holds a transaction open")
+    paused_inside_its_write(setup)
+
+
+@pytest.mark.mysql
+def test_without_the_idle_transaction_timeout_the_successor_cannot_begin(
+        setup: Setup, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Positive control: with the session setting switched off, begin_term times out on the lock."""
+    if "postgres" in request.node.callspec.id:
+        pytest.skip("MariaDB only")
+    monkeypatch.setattr(engines, "_idle_transaction_timeout", lambda conn, seconds: None)
+    with pytest.raises(BackendUnavailableError, match="Lock wait timeout"):
+        paused_inside_its_write(setup)

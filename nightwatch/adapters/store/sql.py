@@ -13,18 +13,19 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from nightwatch.adapters.store._dialects import DIALECTS, Dialect, sqlite_wal
+from nightwatch.adapters.store._dialects import DIALECTS, Dialect
 from nightwatch.adapters.store._rows import EVENT_COLUMNS, TASK_COLUMNS, naive, text, to_event, to_task
+
+# The engines, one per backend's config keys, build this store; importable from here as before.
+from nightwatch.adapters.store.engines import mysql_store, postgres_store, sqlite_store
 from nightwatch.adapters.store.schema import nightwatch_leader, task, task_event
 from nightwatch.domain.errors import (
     BackendUnavailableError,
-    ConfigError,
     DuplicateTaskError,
     FencedError,
     NightwatchError,
@@ -233,7 +234,7 @@ class SQLTaskStore(TaskStore):
 
     def _cas(self, task_id: int, old: TaskStatus, new: TaskStatus, values: dict[str, Any], fence: Fence | None,
              attempt: int | None, replica: str, now: datetime) -> bool:
-        """The compare-and-set and its event, in one transaction; FencedError or False write neither."""
+        """The compare-and-set and its event, atomically; FencedError or False write neither."""
         check_bigint("id", task_id)
         where = [task.c.id == task_id, self._dialect.exact(task.c.status, str(old))]
         params: dict[str, Any] = {}
@@ -242,18 +243,38 @@ class SQLTaskStore(TaskStore):
         if fence is not None:
             where += self._dialect.fence()
             params = {"lock": fence.name, "epoch": fence.epoch}
-        event = sa.insert(task_event).values(
-            task_id=task_id, attempt=sa.select(task.c.attempt).where(task.c.id == task_id).scalar_subquery(),
-            at=now, from_status=str(old), to_status=str(new), message=values["message"],
-            epoch=fence.epoch if fence else None, replica=fence.replica if fence else replica,
-        )
-        with self._atomic() as conn:
-            written = conn.execute(sa.update(task).where(*where).values(values), params).rowcount == 1
-            if written:
-                conn.execute(event)
+        event = {"at": now, "from_status": str(old), "to_status": str(new), "message": values["message"],
+                 "epoch": fence.epoch if fence else None, "replica": fence.replica if fence else replica}
+        written = self._apply(sa.update(task).where(*where).values(values), task_id, event, params)
         if not written and fence is not None and self.current_epoch(fence.name) != fence.epoch:
             raise FencedError(fence.name, fence.epoch)
         return written
+
+    def _apply(self, update: sa.Update, task_id: int, event: dict[str, Any], params: dict[str, Any]) -> bool:
+        """Run ``update`` and, if it changed the row, insert its event, atomically.
+
+        PostgreSQL: ONE statement (``WITH moved AS (UPDATE … RETURNING) INSERT … SELECT FROM moved``),
+        so no client, however paused, holds the leader row's lock between two statements. The
+        others: one transaction (a paused MariaDB client's is rolled back by the server after
+        ``idle_transaction_timeout``; SQLite's writer lock is the host's)."""
+        if self._dialect.name == "postgresql":
+            moved = update.returning(task.c.id, task.c.attempt).cte("moved")
+            literals = [sa.cast(sa.literal(v), task_event.c[k].type).label(k) for k, v in event.items()]
+            insert = sa.insert(task_event).from_select(
+                ["task_id", "attempt", *event], sa.select(moved.c.id, moved.c.attempt, *literals),
+            ).returning(task_event.c.id)  # SQLAlchemy keeps no rowcount for an INSERT
+            with self._db() as conn:
+                return len(conn.execute(insert, params).all()) == 1
+        with self._atomic() as conn:
+            written = conn.execute(update, params).rowcount == 1
+            if written:
+                conn.execute(self._event(task_id, event))
+        return written
+
+    @staticmethod
+    def _event(task_id: int, event: dict[str, Any]) -> sa.Insert:
+        attempt = sa.select(task.c.attempt).where(task.c.id == task_id).scalar_subquery()  # after the move
+        return sa.insert(task_event).values(task_id=task_id, attempt=attempt, **event)
 
     def request_cancel(self, task_id: int, reason: str | None = None, *, replica: str = "") -> CancelRequest:
         check_bigint("id", task_id)
@@ -329,83 +350,4 @@ class SQLTaskStore(TaskStore):
     def close(self) -> None:
         self.engine.dispose()
 
-
-# -- engines, one per backend's config keys ---------------------------------------------------
-
-# The fenced UPDATE reads the one leader row beside the task row on purpose (no join condition):
-# SQLAlchemy's FROM linter would warn about that cross join on every write.
-_ENGINE: dict[str, Any] = {"enable_from_linting": False}
-
-def sqlite_store(path: str, clock: Clock, *, timeout: float = 10.0) -> SQLTaskStore:
-    """One file shared by the processes of a host: WAL so readers are not blocked, a busy
-    timeout so writers queue instead of failing."""
-    def make_parent(*_: Any) -> None:  # at the first connect, so building the store creates nothing
-        if path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise ConfigError(f"store.sqlite: cannot create {path}: {e} (check store.sqlite.path)") from e
-
-    engine = sa.create_engine(
-        sa.URL.create("sqlite", database=path), isolation_level="AUTOCOMMIT", pool_pre_ping=True, **_ENGINE,
-        connect_args={"timeout": timeout, "check_same_thread": False},
-        poolclass=sa.pool.StaticPool if path == ":memory:" else None,
-    )
-    sa.event.listen(engine, "do_connect", make_parent)
-    sa.event.listen(engine, "connect", lambda conn, _record: sqlite_wal(conn, timeout))
-    return SQLTaskStore(engine, clock, f"store.sqlite: {path}")
-
-
-def mysql_store(host: str, port: int, user: str, password: str, database: str, clock: Clock, *,
-                connect_timeout: float = 5, read_timeout: float = 10, write_timeout: float = 10,
-                pool_size: int = 4) -> SQLTaskStore:
-    """Sessions in UTC; InnoDB gives up on a row lock before the client gives up on the socket."""
-    lock_wait = max(1, int(read_timeout) - 1)
-    connect_args = {"connect_timeout": connect_timeout, "read_timeout": read_timeout, "write_timeout": write_timeout,
-                    "init_command": f"SET time_zone = '+00:00', innodb_lock_wait_timeout = {lock_wait},"
-                                    " sql_mode = CONCAT_WS(',', @@sql_mode, 'STRICT_TRANS_TABLES')"}
-    url = sa.URL.create("mysql+pymysql", username=user, password=password or None, host=host, port=int(port),
-                        database=database, query={"charset": "utf8mb4"})
-    engine = sa.create_engine(
-        url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_recycle=3600, pool_size=pool_size, **_ENGINE,
-        max_overflow=0, pool_timeout=connect_timeout + read_timeout, connect_args=connect_args,
-    )
-
-    def create_database() -> None:  # on a fresh server the database itself may be missing
-        server = sa.create_engine(url.set(database=None), poolclass=sa.pool.NullPool, connect_args=connect_args)
-        try:
-            with server.connect() as conn:  # only when missing: a DML-only user may not create one
-                schemata = sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name")
-                if conn.execute(schemata, {"name": database}).first() is None:
-                    conn.exec_driver_sql(f"CREATE DATABASE `{database.replace('`', '``')}` CHARACTER SET utf8mb4")
-        finally:
-            server.dispose()
-
-    return SQLTaskStore(engine, clock, f"store.mysql ({host}:{port})", create_database)
-
-
-def postgres_store(dsn: str, clock: Clock, *, connect_timeout: float = 5, statement_timeout: float = 10,
-                   pool_size: int = 4) -> SQLTaskStore:
-    """``dsn`` is a libpq URL or key=value string, handed to psycopg as it is."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:  # parsing is not connecting: a malformed DSN fails at start-up
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as e:
-        raise ConfigError(f"store.postgres: malformed dsn: {str(e).strip()} (check store.postgres.dsn)") from e
-    port = str(params.get("port") or "5432")
-    if not all(p.strip().isdigit() for p in port.split(",")):
-        raise ConfigError(f"store.postgres: invalid port {port!r} in the dsn (check store.postgres.dsn)")
-    session: dict[str, Any] = {
-        "autocommit": True, "connect_timeout": max(2, round(connect_timeout)),  # libpq's minimum is 2 s
-        "options": f"{params.get('options') or ''} -c statement_timeout={int(statement_timeout * 1000)}"
-                   " -c TimeZone=UTC".strip(),  # after the DSN's own options, which it would replace
-        "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3,
-    }
-    engine = sa.create_engine(
-        "postgresql+psycopg://", creator=lambda: psycopg.connect(dsn, **session),  # the DSN as the user wrote it
-        isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=pool_size, max_overflow=0,
-        pool_timeout=connect_timeout + statement_timeout, **_ENGINE,
-    )
-    return SQLTaskStore(engine, clock, f"store.postgres ({params.get('host') or 'local socket'}:{port})")
+__all__ = ["SQLTaskStore", "mysql_store", "postgres_store", "sqlite_store"]
