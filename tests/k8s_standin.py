@@ -17,7 +17,8 @@ makes, answered as the real server answers them.
   the Job ``active: 1, ready: 0``; ``LIST`` pods (``/api/v1/namespaces/{ns}/pods``) as Jobs;
   ``GET .../pods/{name}/log`` with ``tailLines``, ``limitBytes`` and ``follow`` (streamed,
   chunked, until the Job finishes); ``write_log`` appends to a pod's log;
-- fault injection: a fraction ``fault_rate`` of requests (seeded RNG) is answered 429 with
+- fault injection: every request of a verb in ``fail_verbs`` is answered 500; a fraction
+  ``fault_rate`` of requests (seeded RNG) is answered 429 with
   ``Retry-After``, 500, or 504 *after* the request took effect (a create whose answer is lost);
 - Jobs move created → active → Complete/Failed by a rule on the stand-in's clock
   (``start_after``/``finish_after`` seconds after creation; ``fails(job)`` picks the outcome,
@@ -133,6 +134,7 @@ class ApiStandIn:
         self.paths: Counter[tuple[str, str]] = Counter()  # (method, path) -> requests
         self.answers: Counter[tuple[str, int]] = Counter()  # (verb, code) -> requests
         self.faults: Counter[str] = Counter()  # fault kind -> injected
+        self.fail_verbs: set[str] = set()  # verbs answered 500 (e.g. "list_pods")
         self.created: Counter[tuple[str, str]] = Counter()  # (ns, name) -> successful creations
         self.received: list[dict[str, Any]] = []  # bodies of accepted creates, as sent
         self._server: ThreadingHTTPServer | None = None
@@ -283,7 +285,7 @@ class ApiStandIn:
                              "compiler": "gc", "platform": "linux/amd64"}, {}
             if route is None and pods is None:
                 raise StandInError(404, "NotFound", "the server could not find the requested resource")
-            fault = self._fault()
+            fault = "500" if verb in self.fail_verbs else self._fault()
             if fault == "429":
                 raise StandInError(429, "TooManyRequests", "Too many requests, please try again later.",
                                    {"retryAfterSeconds": self.retry_after},

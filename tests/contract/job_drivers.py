@@ -18,10 +18,15 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from nightwatch.adapters.clock import FakeClock
-from nightwatch.adapters.jobs.fake import FakeJobGateway
+from nightwatch.adapters.jobs import kubernetes as kubernetes_module
+from nightwatch.adapters.jobs import local as local_module
+from nightwatch.adapters.jobs.fake import FakeJob, FakeJobGateway
 from nightwatch.adapters.jobs.kubernetes import KubernetesJobGateway
 from nightwatch.adapters.jobs.local import LocalJobGateway
+from nightwatch.domain.constants import TASK_ID_LABEL
 from nightwatch.domain.jobspec import JobDefaults, JobSpec
 from nightwatch.domain.model import JobPhase, JobState, Task
 from nightwatch.domain.ports import JobGateway
@@ -42,6 +47,7 @@ def probe_spec(marker: Path, *, value_of: str = "FOO", env: Mapping[str, str] | 
 
 class JobDriver:
     name = "abstract"
+    follows = True  # logs(follow=True) waits for new lines until the Job ends
     namespaces: tuple[str, str] = ("default", "other")
     poll_step = 0.05  # how far ``advance`` moves between two observations while waiting
 
@@ -81,13 +87,34 @@ class JobDriver:
         """Delete the task's Job behind nightwatch's back."""
         raise NotImplementedError
 
+    def output_spec(self, output: Sequence[str], *, seconds: float = 0.0) -> JobSpec:
+        """A spec whose Job prints ``output`` (on a backend that runs it), then sleeps ``seconds``."""
+        script = "; ".join(f"echo {line}" for line in output) + (f"; sleep {seconds}" if seconds else "")
+        return JobSpec(image="busybox", command=("sh", "-c", script))
+
+    def print(self, gateway: JobGateway, task: Task, output: Sequence[str]) -> None:
+        """Make the task's running Job print ``output`` (on a backend that only simulates it)."""
+
+    def finish(self, gateway: JobGateway, task: Task) -> None:
+        """Let the task's (long) Job end now."""
+        raise NotImplementedError
+
+    def disable_attempt_check(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Switch the adapter's attempt check off (task id only), to show a test can fail."""
+        raise NotImplementedError
+
     def close(self) -> None:
         pass
+
+
+def _same_task(labels: Mapping[str, str] | None, task: Task) -> bool:
+    return (labels or {}).get(TASK_ID_LABEL) == str(task.id)
 
 
 class FakeDriver(JobDriver):
     name = "fake"
     poll_step = 0.25
+    follows = False  # its clock does not move while a caller follows a log
 
     def __init__(self, tmp_path: Path) -> None:
         super().__init__(tmp_path)
@@ -104,11 +131,11 @@ class FakeDriver(JobDriver):
 
     def runs(self, gateway: JobGateway, task: Task, marker: Path) -> int:
         assert isinstance(gateway, FakeJobGateway)
-        return sum(1 for ns, name, _ in gateway.created if (ns, name) == (task.namespace, task.name))
+        return sum(1 for ns, name, _ in gateway.created if (ns, name) == (task.namespace, task.job_name))
 
     def env_seen(self, gateway: JobGateway, task: Task, marker: Path) -> str | None:
         assert isinstance(gateway, FakeJobGateway)
-        return gateway.jobs[(task.namespace, task.name)].spec.env.get("FOO")
+        return gateway.jobs[(task.namespace, task.job_name)].spec.env.get("FOO")
 
     def list_calls(self, gateway: JobGateway) -> int:
         assert isinstance(gateway, FakeJobGateway)
@@ -116,7 +143,15 @@ class FakeDriver(JobDriver):
 
     def delete(self, gateway: JobGateway, task: Task) -> None:
         assert isinstance(gateway, FakeJobGateway)
-        gateway.delete(task.namespace, task.name)
+        gateway.delete(task.namespace, task.job_name)
+
+    def print(self, gateway: JobGateway, task: Task, output: Sequence[str]) -> None:
+        assert isinstance(gateway, FakeJobGateway)
+        job = gateway.jobs[(task.namespace, task.job_name)]
+        job.output = (*job.output, *output)
+
+    def disable_attempt_check(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(FakeJob, "belongs_to", lambda job, task: _same_task(job.labels, task))
 
 
 class LocalDriver(JobDriver):
@@ -149,7 +184,13 @@ class LocalDriver(JobDriver):
 
     def delete(self, gateway: JobGateway, task: Task) -> None:
         assert isinstance(gateway, LocalJobGateway)
-        gateway.delete(task.namespace, task.name)
+        gateway.delete(task.namespace, task.job_name)
+
+    def finish(self, gateway: JobGateway, task: Task) -> None:
+        pass  # its output_spec sleeps a moment and ends by itself
+
+    def disable_attempt_check(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(local_module, "_is_of", lambda task_id, attempt, task: task_id == task.id)
 
     def close(self) -> None:
         """Kill whatever a test left running, so no process outlives the suite."""
@@ -189,10 +230,10 @@ class KubernetesDriver(JobDriver):
         self.clock.advance(seconds)
 
     def runs(self, gateway: JobGateway, task: Task, marker: Path) -> int:
-        return self.standin.created[(task.namespace, task.name)]
+        return self.standin.created[(task.namespace, task.job_name)]
 
     def env_seen(self, gateway: JobGateway, task: Task, marker: Path) -> str | None:
-        job = self.standin.job(task.namespace, task.name) or {}
+        job = self.standin.job(task.namespace, task.job_name) or {}
         (container,) = job["spec"]["template"]["spec"]["containers"]
         return {e["name"]: e.get("value") for e in container.get("env", [])}.get("FOO")
 
@@ -200,7 +241,19 @@ class KubernetesDriver(JobDriver):
         return self.standin.requests["list"]
 
     def delete(self, gateway: JobGateway, task: Task) -> None:
-        self.standin.delete_job(task.namespace, task.name)
+        self.standin.delete_job(task.namespace, task.job_name)
+
+    def output_spec(self, output: Sequence[str], *, seconds: float = 0.0) -> JobSpec:
+        return JobSpec(image="busybox", command=("sleep",), args=(str(seconds or 1),))
+
+    def print(self, gateway: JobGateway, task: Task, output: Sequence[str]) -> None:
+        self.standin.write_log(task.namespace, task.job_name, "".join(f"{line}\n" for line in output))
+
+    def finish(self, gateway: JobGateway, task: Task) -> None:
+        self.standin.finish(task.namespace, task.job_name)
+
+    def disable_attempt_check(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(kubernetes_module, "belongs_to", _same_task)
 
     def close(self) -> None:
         for gateway in self.gateways:

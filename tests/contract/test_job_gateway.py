@@ -9,15 +9,16 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from job_drivers import DRIVERS, FINISHED, JobDriver, probe_spec
 
-from nightwatch.domain.errors import JobConflictError, JobRejectedError
+from nightwatch.domain.errors import JobConflictError, JobNotFoundError, JobRejectedError
 from nightwatch.domain.jobspec import JobSpec
-from nightwatch.domain.model import JobPhase, Task
-from nightwatch.domain.ports import LaunchOutcome
+from nightwatch.domain.model import JobPhase, Task, job_name
+from nightwatch.domain.ports import JobGateway, LaunchOutcome
 
 ORDER = {JobPhase.PENDING: 0, JobPhase.RUNNING: 1, JobPhase.SUCCEEDED: 2, JobPhase.FAILED: 2}
 
@@ -38,11 +39,25 @@ def uid() -> str:
 _ids = iter(range(10_000_000, 2**62))
 
 
-def make_task(name: str, namespace: str, spec: JobSpec, task_id: int | None = None) -> Task:
+def make_task(name: str, namespace: str, spec: JobSpec, task_id: int | None = None, attempt: int = 1) -> Task:
     info = json.dumps({"image": spec.image, "command": list(spec.command), "args": list(spec.args),
                        "env": dict(spec.env)})
     return Task(id=task_id if task_id is not None else next(_ids), name=name, namespace=namespace,
-                info=info, status="Pending")
+                info=info, status="Pending", attempt=attempt)
+
+
+def next_attempt(task: Task) -> Task:
+    return replace(task, attempt=task.attempt + 1, status="Pending")
+
+
+def wait_until_running(driver: JobDriver, gateway: JobGateway, task: Task, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / driver.poll_step) + 1):
+        state = gateway.observe([task]).get(task.id)
+        if state is not None and state.phase is not JobPhase.PENDING:
+            assert state.phase is JobPhase.RUNNING, state
+            return
+        driver.advance(driver.poll_step)
+    raise AssertionError(f"{driver.name}: Job of task {task.id} not running after {timeout}s")
 
 
 def test_launch_creates_a_job_that_runs_to_success(driver: JobDriver, tmp_path: Path, uid: str) -> None:
@@ -211,3 +226,141 @@ def test_a_name_that_is_no_dns_label_is_rejected_for_good(driver: JobDriver, nam
 
     assert not isinstance(caught.value, JobConflictError)
     assert task.id not in gateway.observe([task])
+
+
+# -- attempts ------------------------------------------------------------------------------
+
+
+def test_each_attempt_has_its_own_job(driver: JobDriver, tmp_path: Path, uid: str) -> None:
+    gateway = driver.make_gateway()
+    first = make_task(f"again-{uid}", driver.namespaces[0], spec := probe_spec(tmp_path / "marker"))
+    assert gateway.launch(first, spec) == LaunchOutcome.CREATED
+    driver.wait_until_finished(gateway, [first])
+    second = next_attempt(first)
+    assert second.job_name == job_name(first.name, 2) != first.job_name
+
+    spec2 = probe_spec(tmp_path / "marker2")
+    assert gateway.launch(second, spec2) == LaunchOutcome.CREATED  # the old Job is not adopted
+    driver.wait_until_finished(gateway, [second])
+
+    assert driver.runs(gateway, first, tmp_path / "marker") == 1
+    assert driver.runs(gateway, second, tmp_path / "marker2") == 1
+    assert gateway.launch(second, spec2) == LaunchOutcome.ADOPTED  # its own Job, once it exists
+    assert gateway.observe([second])[second.id].phase is JobPhase.SUCCEEDED
+
+
+def test_a_job_of_another_attempt_is_never_adopted_or_observed(driver: JobDriver, uid: str) -> None:
+    gateway = driver.make_gateway()
+    spec = JobSpec(image="busybox", command=("sleep",), args=("30",))
+    # Attempt 2 of "<n>" is named like attempt 1 of "<n>-2": the same task id makes the Job of
+    # one attempt under the other's name -- only the attempt label tells them apart.
+    older = make_task(f"clash-{uid}-2", driver.namespaces[0], spec)
+    current = replace(make_task(f"clash-{uid}", older.namespace, spec, task_id=older.id), attempt=2)
+    assert current.job_name == older.job_name
+    assert gateway.launch(older, spec) == LaunchOutcome.CREATED
+
+    with pytest.raises(JobConflictError, match="already exists"):
+        gateway.launch(current, spec)
+    assert current.id not in gateway.observe([current])
+    with pytest.raises(JobNotFoundError):
+        gateway.logs(current)
+    gateway.cancel(current)  # not its Job: left alone
+    assert older.id in gateway.observe([older])
+
+
+def test_without_the_attempt_check_the_old_attempts_job_would_be_adopted(
+    driver: JobDriver, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The previous test can fail: with the adapter's attempt check switched off from here, the
+    other attempt's Job is adopted and observed as this attempt's."""
+    driver.disable_attempt_check(monkeypatch)
+    gateway = driver.make_gateway()
+    spec = JobSpec(image="busybox", command=("sleep",), args=("30",))
+    older = make_task(f"clash-{uid}-2", driver.namespaces[0], spec)
+    current = replace(make_task(f"clash-{uid}", older.namespace, spec, task_id=older.id), attempt=2)
+    gateway.launch(older, spec)
+
+    assert gateway.launch(current, spec) == LaunchOutcome.ADOPTED
+    assert current.id in gateway.observe([current])
+
+
+# -- cancel --------------------------------------------------------------------------------
+
+
+def test_cancel_stops_the_job_of_the_current_attempt(driver: JobDriver, uid: str) -> None:
+    gateway = driver.make_gateway()
+    spec = JobSpec(image="busybox", command=("sleep",), args=("30",))
+    first = make_task(f"stop-{uid}", driver.namespaces[0], JobSpec(image="busybox", command=("true",)))
+    gateway.launch(first, JobSpec(image="busybox", command=("true",)))
+    driver.wait_until_finished(gateway, [first])
+    second = next_attempt(first)
+    gateway.launch(second, spec)
+    wait_until_running(driver, gateway, second)
+
+    gateway.cancel(second)
+
+    assert second.id not in gateway.observe([second])  # gone, as after a DELETE
+    assert gateway.observe([first])[first.id].phase is JobPhase.SUCCEEDED  # the other attempt's is left
+    gateway.cancel(second)  # again: nothing left to stop, not an error
+    gateway.cancel(make_task(f"never-{uid}", driver.namespaces[0], spec))
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def test_logs_of_a_finished_job_tail_and_all(driver: JobDriver, uid: str) -> None:
+    gateway = driver.make_gateway()
+    output = [f"line-{i}" for i in range(1, 8)]
+    spec = driver.output_spec(output)
+    task = make_task(f"talks-{uid}", driver.namespaces[0], spec)
+    gateway.launch(task, spec)
+    driver.print(gateway, task, output)
+    driver.wait_until_finished(gateway, [task])
+
+    assert list(gateway.logs(task, tail=3)) == output[-3:]
+    assert list(gateway.logs(task, tail=None)) == output
+    assert list(gateway.logs(task, tail=100)) == output
+    assert list(gateway.logs(task, tail=0)) == []
+    assert list(gateway.logs(task, tail=2, follow=True)) == output[-2:]  # the Job has ended: no waiting
+
+
+def test_logs_without_a_job_is_job_not_found(driver: JobDriver, uid: str) -> None:
+    gateway = driver.make_gateway()
+    spec = JobSpec(image="busybox", command=("true",))
+    task = make_task(f"silent-{uid}", driver.namespaces[0], spec)
+
+    with pytest.raises(JobNotFoundError):
+        gateway.logs(task)
+    gateway.launch(task, spec)
+    driver.wait_until_finished(gateway, [task])
+    with pytest.raises(JobNotFoundError):
+        gateway.logs(next_attempt(task))  # the next attempt has no Job yet
+
+
+def test_follow_yields_new_lines_until_the_job_ends(driver: JobDriver, uid: str) -> None:
+    if not driver.follows:
+        pytest.skip(f"{driver.name}: no time passes while a caller follows")
+    gateway = driver.make_gateway()
+    spec = driver.output_spec(["first"], seconds=0.6) if driver.name != "local" else JobSpec(
+        image="busybox", command=("sh", "-c", "echo first; sleep 0.6; echo second; sleep 0.3; echo third"))
+    task = make_task(f"follow-{uid}", driver.namespaces[0], spec)
+    gateway.launch(task, spec)
+    wait_until_running(driver, gateway, task)
+    driver.print(gateway, task, ["first"])
+    seen: list[str] = []
+    got_first = threading.Event()
+
+    def follow() -> None:
+        for line in gateway.logs(task, tail=None, follow=True):
+            seen.append(line)
+            got_first.set()
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+    assert got_first.wait(10)
+    driver.print(gateway, task, ["second", "third"])
+    driver.finish(gateway, task)
+    reader.join(10)
+
+    assert not reader.is_alive()
+    assert seen == ["first", "second", "third"]

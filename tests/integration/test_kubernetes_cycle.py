@@ -267,7 +267,8 @@ def test_with_ten_percent_faults_every_task_ends_with_exactly_one_job(
     assert {t.name: c.status(t) for t in tasks} == {
         t.name: "Failed" if i % 3 == 0 else "Succeeded" for i, t in enumerate(tasks)
     }
-    assert all(c.message(t).startswith("BackoffLimitExceeded") for t in tasks[::3])
+    # the pod's exit code; the Job's own reason when its pods could not be read (a fault)
+    assert all(c.message(t).startswith(("exit code 1", "BackoffLimitExceeded")) for t in tasks[::3])
     assert len(standin.created) == 300 and set(standin.created.values()) == {1}
     assert len(standin.jobs()) == 300
 

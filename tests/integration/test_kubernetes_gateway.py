@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from k8s_standin import ApiStandIn, write_kubeconfig
@@ -19,6 +21,7 @@ from nightwatch.domain.errors import (
     InvalidTaskSpecError,
     JobConflictError,
     JobForbiddenError,
+    JobNotFoundError,
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import JobDefaults, JobSpec, parse_info
@@ -349,7 +352,8 @@ def test_token_bucket_never_waits_longer_than_the_timeout() -> None:
 def test_only_the_api_servers_own_refusals_fail_a_task() -> None:
     from kubernetes.client.exceptions import ApiException
 
-    from nightwatch.adapters.jobs.kubernetes import _is_refusal, _status
+    from nightwatch.adapters.jobs._kubernetes_api import is_refusal as _is_refusal
+    from nightwatch.adapters.jobs._kubernetes_api import status_of as _status
 
     def refused(code: int, body: str | None) -> bool:
         e = ApiException(status=code, reason="x")
@@ -366,7 +370,8 @@ def test_only_the_api_servers_own_refusals_fail_a_task() -> None:
 def test_only_an_rbac_refusal_counts_as_forbidden() -> None:
     from kubernetes.client.exceptions import ApiException
 
-    from nightwatch.adapters.jobs.kubernetes import _is_forbidden, _status
+    from nightwatch.adapters.jobs._kubernetes_api import is_forbidden as _is_forbidden
+    from nightwatch.adapters.jobs._kubernetes_api import status_of as _status
 
     def forbidden(code: int, body: str | None) -> bool:
         e = ApiException(status=code, reason="x")
@@ -378,3 +383,209 @@ def test_only_an_rbac_refusal_counts_as_forbidden() -> None:
     assert not forbidden(403, status % (403, 'jobs.batch "t" is forbidden: exceeded quota: q'))  # retried as before
     assert not forbidden(403, "<html>403 Forbidden</html>")  # a proxy, not the API server
     assert not forbidden(422, status % (422, "invalid"))
+
+
+# -- failure reasons, stuck pods, cancel (issue 10) ------------------------------------------
+
+
+@pytest.fixture
+def clocked(kubeconfig: Path, standin: ApiStandIn) -> Iterator[tuple[KubernetesJobGateway, FakeClock]]:
+    clock = FakeClock()
+    standin.clock = clock
+    g = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=0, clock=clock, pending_fatal_grace=120)
+    yield g, clock
+    g.close()
+
+
+def test_a_failure_reads_like_the_local_backend_exit_code_and_last_log_line(
+    gateway: KubernetesJobGateway, standin: ApiStandIn
+) -> None:
+    t = task(1, "breaks", status="Running")
+    launch(gateway, t)
+    standin.script_pod("default", "breaks", exit_code=3)
+    standin.write_log("default", "breaks", "starting\n" + "x" * 5000 + "\noops\n")
+    standin.finish("default", "breaks", ok=False)
+    standin.reset_counts()
+
+    assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "exit code 3: oops")}
+    assert standin.requests == {"list": 1, "list_pods": 1, "logs": 1}
+    (logs_path,) = [path for method, path in standin.paths if path.endswith("/log")]
+    assert logs_path.startswith("/api/v1/namespaces/default/pods/breaks-")
+    assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "exit code 3: oops")}
+    assert standin.requests == {"list": 2, "list_pods": 1, "logs": 1}  # read once, not every cycle
+
+
+@pytest.mark.parametrize(("script", "expected"), [
+    ({"exit_code": 137, "reason": "OOMKilled"}, "OOMKilled: exit code 137: oops"),
+    ({"pod_reason": "Evicted", "pod_message": "The node was low on resource: memory."},
+     "Evicted: The node was low on resource: memory."),
+])
+def test_oom_and_eviction_are_named(gateway: KubernetesJobGateway, standin: ApiStandIn,
+                                    script: dict[str, Any], expected: str) -> None:
+    t = task(1, "dies", status="Running")
+    launch(gateway, t)
+    standin.script_pod("default", "dies", **script)
+    standin.write_log("default", "dies", "oops\n")
+    standin.finish("default", "dies", ok=False)
+
+    state = gateway.observe([t])[1]
+    assert state == JobState(JobPhase.FAILED, expected) and state.retryable
+
+
+def test_a_deadline_keeps_its_reason_and_adds_the_last_log_line(gateway: KubernetesJobGateway,
+                                                                standin: ApiStandIn) -> None:
+    t = task(1, "slow", status="Running")
+    launch(gateway, t)
+    standin.write_log("default", "slow", "still working\n")
+    standin.finish("default", "slow", ok=False, reason="DeadlineExceeded",
+                   message="Job was active longer than specified deadline")
+    state = gateway.observe([t])[1]
+    assert state == JobState(JobPhase.FAILED, "DeadlineExceeded: Job was active longer than specified deadline: "
+                                              "still working")
+    assert state.retryable
+
+
+def test_image_pull_backoff_past_the_grace_fails_for_good_and_deletes_the_job(
+    clocked: tuple[KubernetesJobGateway, FakeClock], standin: ApiStandIn
+) -> None:
+    gateway, clock = clocked
+    t = task(1, "typo", info='{"image": "alpin"}', status="Pending")
+    launch(gateway, t)
+    standin.wait_on("default", "typo", "ImagePullBackOff", 'Back-off pulling image "alpin"')
+
+    assert gateway.observe([t]) == {1: JobState(JobPhase.PENDING)}  # active 1, ready 0: not Running
+    clock.advance(119)
+    assert gateway.observe([t]) == {1: JobState(JobPhase.PENDING)}
+    assert standin.job("default", "typo") is not None
+    clock.advance(1)
+    failed = JobState(JobPhase.FAILED, 'ImagePullBackOff: Back-off pulling image "alpin"', retryable=False)
+
+    assert gateway.observe([t]) == {1: failed}
+    assert standin.job("default", "typo") is None and standin.pod("default", "typo") is None
+    assert standin.requests["delete"] == 1
+    assert gateway.observe([t]) == {1: failed}  # deleted by us: still failed, not missing
+
+
+def test_a_pod_that_gets_its_image_in_time_is_not_failed(clocked: tuple[KubernetesJobGateway, FakeClock],
+                                                         standin: ApiStandIn) -> None:
+    gateway, clock = clocked
+    t = task(1, "slow-pull", status="Pending")
+    launch(gateway, t)
+    standin.wait_on("default", "slow-pull", "ErrImagePull", "rate limited")
+    gateway.observe([t])
+    clock.advance(100)
+    standin.start_job("default", "slow-pull")
+    assert gateway.observe([t]) == {1: JobState(JobPhase.RUNNING)}
+    standin.wait_on("default", "slow-pull", "ErrImagePull", "again")  # a new wait starts its own grace
+    clock.advance(100)
+    assert gateway.observe([t]) == {1: JobState(JobPhase.PENDING)}
+    assert standin.job("default", "slow-pull") is not None
+
+
+def test_cancel_is_one_delete_in_the_background(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    t = task(1, "long", status="Running")
+    launch(gateway, t)
+    gateway.observe([t])  # as the task watcher does every cycle: the Job's uid is known
+    standin.reset_counts()
+
+    gateway.cancel(t)
+
+    assert standin.requests == {"delete": 1}
+    assert standin.paths == {("DELETE", "/apis/batch/v1/namespaces/default/jobs/long"): 1}
+    assert standin.job("default", "long") is None and standin.pod("default", "long") is None
+    gateway.cancel(t)  # gone already: not an error, nothing deleted
+    assert standin.requests["delete"] == 1
+
+
+def test_cancel_never_deletes_another_attempts_job(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    older = task(1, "job-2", status="Running")  # attempt 1 of "job-2" has the name of attempt 2 of "job"
+    launch(gateway, older)
+    current = replace(task(1, "job", status="Running"), attempt=2)
+    standin.reset_counts()
+
+    gateway.cancel(current)  # not seen by this replica: GET first, and the labels say it is not ours
+
+    assert standin.requests == {"get": 1}
+    assert standin.job("default", "job-2") is not None
+
+
+def test_observing_fifty_tasks_costs_no_call_per_task(clocked: tuple[KubernetesJobGateway, FakeClock],
+                                                      standin: ApiStandIn) -> None:
+    gateway, clock = clocked
+    tasks = [task(i, status="Running") for i in range(1, 51)]
+    for t in tasks:
+        launch(gateway, t)
+    for t in tasks[:5]:
+        standin.finish("default", t.name, ok=False)
+    for t in tasks[5:10]:
+        standin.wait_on("default", t.name)
+    standin.reset_counts()
+    cycles = [dict(standin.requests)]
+    for _ in range(5):
+        gateway.observe(tasks)
+        cycles.append(dict(standin.requests))
+        clock.advance(30)
+    per_cycle = [{k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
+                 for before, after in zip(cycles, cycles[1:], strict=False)]
+    print("requests per observe of 50 tasks:", per_cycle)
+    assert per_cycle[0] == {"list": 1, "list_pods": 1, "logs": 5}  # the failed Jobs' logs, once each
+    assert per_cycle[1:4] == [{"list": 1, "list_pods": 1}] * 3  # the 5 stuck pods: one LIST
+    assert per_cycle[4] == {"list": 1, "list_pods": 1, "delete": 5}  # past the 2 min grace
+    assert gateway.observe(tasks) and standin.requests["list"] == 6
+    assert standin.requests["list_pods"] == 5  # nothing left to ask pods about
+
+
+def test_pods_that_cannot_be_listed_leave_the_jobs_own_reason_and_are_asked_again(
+    gateway: KubernetesJobGateway, standin: ApiStandIn
+) -> None:
+    t = task(1, "breaks", status="Running")
+    launch(gateway, t)
+    standin.script_pod("default", "breaks", exit_code=3)
+    standin.write_log("default", "breaks", "oops\n")
+    standin.finish("default", "breaks", ok=False)
+    standin.fail_verbs = {"list_pods"}
+
+    assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "BackoffLimitExceeded: Job has reached the "
+                                                                 "specified backoff limit")}
+    standin.fail_verbs = set()
+    assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "exit code 3: oops")}
+
+
+def test_what_is_remembered_about_pods_is_kept_per_namespace(clocked: tuple[KubernetesJobGateway, FakeClock],
+                                                             standin: ApiStandIn) -> None:
+    gateway, clock = clocked
+    tasks = [task(1, "stuck-a", status="Pending"), task(2, "stuck-b", namespace="other", status="Pending"),
+             task(3, "broke-a", status="Running"), task(4, "broke-b", namespace="other", status="Running")]
+    for t in tasks:
+        launch(gateway, t)
+    for t in tasks[:2]:
+        standin.wait_on(t.namespace, t.name)
+    for t in tasks[2:]:
+        standin.finish(t.namespace, t.name, ok=False)
+    gateway.observe(tasks)
+    standin.reset_counts()
+    clock.advance(120)
+
+    states = gateway.observe(tasks)
+
+    assert [states[t.id].retryable for t in tasks] == [False, False, True, True]  # both graces ran out
+    assert standin.requests["logs"] == 0  # each failure was read once, in its own namespace
+
+
+def test_logs_are_the_current_attempts_pod(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    first = task(1, "twice", status="Running")
+    second = replace(first, attempt=2)
+    launch(gateway, first)
+    standin.write_log("default", "twice", "attempt one\n")
+    standin.finish("default", "twice", ok=False)
+    launch(gateway, second)
+    standin.write_log("default", "twice-2", "attempt two\nstill two\n")
+    standin.reset_counts()
+
+    assert list(gateway.logs(second, tail=1)) == ["still two"]
+    assert list(gateway.logs(first)) == ["attempt one"]
+    assert standin.requests == {"list_pods": 2, "logs": 2}
+    (sent,) = [path for method, path in standin.paths if path.endswith("/log") and "twice-2" in path]
+    assert sent.startswith("/api/v1/namespaces/default/pods/twice-2-")
+    with pytest.raises(JobNotFoundError):
+        gateway.logs(replace(first, attempt=3))

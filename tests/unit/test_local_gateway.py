@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
@@ -309,3 +310,129 @@ def test_delete_right_after_launch_kills_the_job(state_dir: Path) -> None:
     assert gateway.observe([t]) == {}
     time.sleep(0.5)
     assert not (state_dir.parent / "ran").exists()
+
+
+# -- attempts, cancel, logs (issue 10) -------------------------------------------------------
+
+
+def test_each_attempt_gets_its_own_directory_and_an_old_job_without_attempt_is_attempt_1(state_dir: Path) -> None:
+    gateway = LocalJobGateway(str(state_dir))
+    first = task(1, "again")
+    gateway.launch(first, sh("exit 0"))
+    finished(gateway, [first])
+    doc_path = job_dir(state_dir, first) / "job.json"
+    doc = json.loads(doc_path.read_text())
+    assert doc["attempt"] == 1
+    del doc["attempt"]  # as nightwatch < 0.3 wrote it
+    doc_path.write_text(json.dumps(doc))
+    second = replace(first, attempt=2)
+
+    assert gateway.launch(second, sh("exit 0")) == LaunchOutcome.CREATED
+    assert json.loads((state_dir / "jobs" / "default" / "again-2" / "job.json").read_text())["attempt"] == 2
+    assert LocalJobGateway(str(state_dir)).launch(first, sh("exit 0")) == LaunchOutcome.ADOPTED
+
+
+def test_cancel_leaves_no_process_of_the_job_alive(state_dir: Path) -> None:
+    gateway = LocalJobGateway(str(state_dir), cancel_grace=0.5)
+    polite, stubborn = task(1, "polite"), task(2, "stubborn")
+    gateway.launch(polite, sh("sleep 30 & sleep 30; wait"))
+    gateway.launch(stubborn, sh("trap '' TERM; sleep 30 & sleep 30; wait"))  # SIGTERM is ignored
+    pgids = {t.id: int(eventually(lambda t=t: read_pid(state_dir, t), what="a pid")) for t in (polite, stubborn)}
+    eventually(lambda: all(len(group_members(p)) >= 3 for p in pgids.values()), what="the sleeps started")
+
+    gateway.cancel(polite)
+    gateway.cancel(stubborn)
+
+    assert gateway.observe([polite, stubborn]) == {}  # gone at once, as after a DELETE
+    for pgid in pgids.values():
+        eventually(lambda pgid=pgid: not group_alive(pgid), what=f"process group {pgid} gone")
+        eventually(lambda pgid=pgid: not killpg_finds(pgid), timeout=15,  # init reaps the orphans
+                   what=f"process group {pgid} reaped")
+    eventually(lambda: not job_dir(state_dir, polite).exists() and not job_dir(state_dir, stubborn).exists(),
+               what="the Jobs removed")
+
+
+def test_cancel_returns_before_the_grace_and_another_replica_finishes_the_kill(state_dir: Path) -> None:
+    cancelling = LocalJobGateway(str(state_dir), cancel_grace=3600)
+    t = task(1, "stubborn")
+    cancelling.launch(t, sh("trap '' TERM; sleep 30"))
+    pgid = int(eventually(lambda: read_pid(state_dir, t), what="a pid"))
+    eventually(lambda: len(group_members(pgid)) >= 2, what="the sleep started")
+
+    cancelling.cancel(t)  # SIGTERM, ignored; SIGKILL is an hour away: the call did not wait for it
+
+    assert group_alive(pgid)
+    assert cancelling.observe([t]) == {}
+    later = FakeClock(start=datetime.fromtimestamp(time.time() + 3602, UTC))  # past the grace
+    successor = LocalJobGateway(str(state_dir), clock=later, cancel_grace=3600)
+    successor.observe([t])  # sees the cancelled Job still alive past its grace: SIGKILL
+    eventually(lambda: not group_alive(pgid), what="the process group killed")
+    successor.observe([t])
+    assert not job_dir(state_dir, t).exists()
+
+
+def test_logs_are_stdout_then_stderr_tail_counted_from_the_end(state_dir: Path) -> None:
+    gateway = LocalJobGateway(str(state_dir))
+    t = task(1, "both")
+    gateway.launch(t, sh("echo out-1; echo out-2; echo err-1 >&2; echo err-2 >&2"))
+    finished(gateway, [t])
+
+    assert list(gateway.logs(t, tail=None)) == ["out-1", "out-2", "err-1", "err-2"]
+    assert list(gateway.logs(t, tail=3)) == ["out-2", "err-1", "err-2"]
+    assert list(gateway.logs(t, tail=1)) == ["err-2"]
+
+
+def test_logs_of_a_large_file_stay_bounded(state_dir: Path) -> None:
+    import tracemalloc
+
+    gateway = LocalJobGateway(str(state_dir))
+    t = task(1, "chatty")
+    gateway.launch(t, sh("echo first"))
+    finished(gateway, [t])
+    line = b"y" * 99 + b"\n"
+    with open(job_dir(state_dir, t) / "stdout.log", "ab") as f:
+        for _ in range(40):
+            f.write(line * 10_000)  # 40 MB in all
+        f.write(b"z" * 5_000_000 + b"\nlast\n")  # and a 5 MB line
+    size = (job_dir(state_dir, t) / "stdout.log").stat().st_size
+
+    tracemalloc.start()
+    try:
+        tail = list(gateway.logs(t, tail=3))
+        _, peak_tail = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        count = sum(1 for _ in gateway.logs(t, tail=None))
+        _, peak_all = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    print(f"logs of a {size / 1e6:.0f} MB file: peak {peak_tail / 1024:.0f} KiB (tail 3), "
+          f"{peak_all / 1024:.0f} KiB (all {count} lines)")
+    assert tail[0] == "y" * 99 and tail[1].startswith("zzz") and tail[1].endswith("…") and tail[2] == "last"
+    assert len(tail[1]) <= 64 * 1024 + 1
+    assert count == 1 + 400_000 + 2
+    assert peak_tail < 1024 * 1024 and peak_all < 1024 * 1024
+
+
+def killpg_finds(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def read_pid(state_dir: Path, t: Task) -> str | None:
+    pid_file = job_dir(state_dir, t) / "pid"
+    return pid_file.read_text().strip() or None if pid_file.exists() else None
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(pid))
+    return members

@@ -17,7 +17,8 @@ from nightwatch.domain.model import JobPhase, JobState, Task
 FATAL_WAITING = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImageName",
                            "CreateContainerConfigError", "CreateContainerError"})
 LOG_TAIL_LINES = 5  # log lines read for a failure message
-LOG_TAIL_BYTES = 2048  # and at most this many bytes of them
+LOG_LINE_BYTES = 2048  # bytes kept of each (memory: at most 10 KiB per failed Job)
+MESSAGE_LINE = 200  # characters of the last line that go into the message (as the local backend)
 
 
 def controller_uid(meta: Mapping[str, Any]) -> str:
@@ -87,6 +88,8 @@ def failure_message(job_state: JobState, pod: Mapping[str, Any] | None, log_line
     if pod is None:
         return job_state
     last = next((line.strip() for line in reversed(log_lines) if line.strip()), "")
+    if len(last) > MESSAGE_LINE:
+        last = last[: MESSAGE_LINE - 1] + "…"
     status = pod.get("status") or {}
     ended = terminated(pod)
     if job_state.message.startswith("DeadlineExceeded"):  # the Job's deadline killed the pod: say so

@@ -60,15 +60,26 @@ def signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
 
 
-def group_alive(pgid: int) -> bool:
-    """Whether any process of the group is left (zombies included: reap your children first)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
+def group_alive(pgid: int, *, use_proc: bool) -> bool:
+    """Whether any process of the group is left. With ``/proc`` zombies do not count (dead, only
+    waiting for their parent -- often init, for the Job's orphans -- to reap them)."""
+    if not use_proc:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
         return True
-    return True
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+            return True
+    return False
 
 
 def read_text(path: str) -> str | None:

@@ -12,9 +12,9 @@ LINE_LIMIT = 64 * 1024  # bytes; a longer line is cut there (with "…") and the
 BLOCK = 64 * 1024  # bytes read at a time
 
 
-def lines(chunks: Iterable[bytes]) -> Iterator[str]:
+def lines(chunks: Iterable[bytes], limit: int = LINE_LIMIT) -> Iterator[str]:
     """Split a byte stream into lines (without newlines), decoded leniently; a last line without
-    a newline counts."""
+    a newline counts; a line longer than ``limit`` bytes is cut there (with "…")."""
     partial = bytearray()
     skipping = False
     for chunk in chunks:
@@ -24,8 +24,8 @@ def lines(chunks: Iterable[bytes]) -> Iterator[str]:
             piece = chunk[start:] if end < 0 else chunk[start:end]
             if not skipping:
                 partial += piece
-                if len(partial) > LINE_LIMIT:
-                    yield partial[:LINE_LIMIT].decode("utf-8", "replace") + "…"
+                if len(partial) > limit:
+                    yield partial[:limit].decode("utf-8", "replace") + "…"
                     partial.clear()
                     skipping = True
             if end < 0:

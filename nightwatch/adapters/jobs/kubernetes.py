@@ -31,22 +31,31 @@ import json
 import logging
 import os
 import threading
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.jobs._kubernetes_api import (
+    ApiException,
+    TokenBucket,
+    is_forbidden,
+    is_refusal,
+    k8s,
+    k8s_config,
+    retry_after,
+    status_of,
+    stream_lines,
+    urllib3,
+)
 from nightwatch.adapters.jobs._kubernetes_pods import (
-    LOG_TAIL_BYTES,
+    LOG_LINE_BYTES,
     LOG_TAIL_LINES,
     attempt_pods,
     failure_message,
     fatal_waiting,
     pods_of,
 )
-from nightwatch.adapters.jobs._log_lines import lines
 from nightwatch.adapters.jobs.manifest import belongs_to, build_job_manifest, job_state, not_ready
 from nightwatch.domain.constants import CONTAINER_NAME, MANAGED_SELECTOR, TASK_ID_LABEL
 from nightwatch.domain.errors import (
@@ -62,16 +71,6 @@ from nightwatch.domain.jobspec import JobDefaults, JobSpec, validate_job_name
 from nightwatch.domain.model import JobPhase, JobState, Task
 from nightwatch.domain.ports import Clock, JobGateway, LaunchOutcome
 
-try:
-    import urllib3
-    from kubernetes import client as k8s
-    from kubernetes import config as k8s_config
-    from kubernetes.client.exceptions import ApiException
-except ImportError as e:  # pragma: no cover - the package is a declared dependency
-    raise ImportError(
-        "jobs.backend: kubernetes needs the official client: pip install 'kubernetes>=31,<38'"
-    ) from e
-
 logger = logging.getLogger(__name__)
 
 # Refusals that are the task's own fault: fail it with the API server's message.
@@ -79,43 +78,6 @@ logger = logging.getLogger(__name__)
 # quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
 _PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})
 FOLLOW_READ_TIMEOUT = 24 * 3600.0  # seconds a followed log may stay quiet
-CHUNK = 16 * 1024  # bytes read at a time from a streamed log
-
-
-class TokenBucket:
-    """``rate`` tokens a second, at most ``burst`` saved up; like Go's ``rate.Limiter.Wait``.
-
-    Written here rather than imported: it is twenty lines, in-process and synchronous, and
-    the maintained libraries (pyrate-limiter, limits) bring storage backends and async
-    machinery it does not need -- not worth a new runtime dependency.
-    """
-
-    def __init__(self, rate: float, burst: int, clock: Clock, closed: threading.Event) -> None:
-        self._rate = rate
-        self._burst = max(1, burst)
-        self._clock = clock
-        self._closed = closed
-        self._tokens = float(self._burst)
-        self._stamp = clock.monotonic()
-        self._mutex = threading.Lock()
-
-    def acquire(self, timeout: float) -> None:
-        """Take one token, waiting at most ``timeout`` s; else BackendUnavailableError."""
-        if self._rate <= 0:  # qps 0 = no client-side limit
-            return
-        with self._mutex:
-            now = self._clock.monotonic()
-            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-            self._stamp = now
-            wait = (1 - self._tokens) / self._rate if self._tokens < 1 else 0.0
-            if wait > timeout:
-                raise BackendUnavailableError(
-                    f"client-side rate limit (jobs.kubernetes.qps {self._rate:g}): no request slot "
-                    f"within {timeout:g}s", retry_after=wait,
-                )
-            self._tokens -= 1  # a reservation: later callers queue behind this one
-        if wait > 0 and self._closed.wait(wait):
-            raise BackendUnavailableError("the Kubernetes job gateway is closed")
 
 
 class KubernetesJobGateway(JobGateway):
@@ -157,8 +119,10 @@ class KubernetesJobGateway(JobGateway):
         self._api: k8s.BatchV1Api | None = None
         self._core_api: k8s.CoreV1Api | None = None
         self._uids: dict[tuple[str, str, int, int], str] = {}  # (ns, job, task, attempt) -> uid seen
-        self._failures: dict[str, JobState] = {}  # Job uid -> its failure, read from its pod once
-        self._waiting_since: dict[str, float] = {}  # Job uid -> when seen waiting on a FATAL reason
+        # (namespace, Job uid) -> its failure, read from its pod once
+        self._failures: dict[tuple[str, str], JobState] = {}
+        # (namespace, Job uid) -> when its pod was first seen waiting on a FATAL_WAITING reason
+        self._waiting_since: dict[tuple[str, str], float] = {}
         self._fatal: dict[tuple[str, str, int, int], tuple[JobState, float]] = {}  # deleted by us
         self._mutex = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, code) -> calls
@@ -181,11 +145,11 @@ class KubernetesJobGateway(JobGateway):
         try:
             self._call("create", api.create_namespaced_job, task.namespace, manifest)
         except ApiException as e:
-            status = _status(e)
+            status = status_of(e)
             if e.status == 409 and status.get("reason") == "AlreadyExists":
                 self._allowed(task.namespace)
                 return self._adopt(task)
-            if _is_forbidden(e, status, status.get("message") or ""):
+            if is_forbidden(e, status, status.get("message") or ""):
                 raise self._forbidden_error(task, status.get("message") or "forbidden") from e
             raise self._translate("create", task, e, permanent=True) from e
         self._allowed(task.namespace)
@@ -247,11 +211,9 @@ class KubernetesJobGateway(JobGateway):
         kwargs: dict[str, Any] = {"container": CONTAINER_NAME}
         if tail is not None:
             kwargs["tail_lines"] = max(0, tail)
-        if follow:
-            kwargs["follow"] = True
         response = self._open("logs", task, self._core().read_namespaced_pod_log, pod_name, task.namespace,
                               follow=follow, **kwargs)
-        return _stream_lines(response)
+        return stream_lines(response)
 
     def check(self) -> None:
         """Load the client configuration now (no request), so a bad kubeconfig stops start-up."""
@@ -329,7 +291,7 @@ class KubernetesJobGateway(JobGateway):
                 uids[_key(task)] = meta.get("uid") or ""
         with self._mutex:
             self._uids = {k: v for k, v in self._uids.items() if k[0] != namespace} | uids
-            known = dict(self._failures)
+            known = {uid: state for (ns, uid), state in self._failures.items() if ns == namespace}
         failed, waiting = [], []
         for task_id, (task, job) in found.items():
             state = job_state(job)
@@ -342,17 +304,27 @@ class KubernetesJobGateway(JobGateway):
                 waiting.append((task, job))
             states[task_id] = state
         if failed or waiting:
-            pods = self._pods_for(namespace, [t for t, *_ in failed] + [t for t, _ in waiting])
+            try:
+                pods = self._pods_for(namespace, [t for t, *_ in failed] + [t for t, _ in waiting])
+            except BackendUnavailableError as e:  # the Jobs' own states then, reasons on a later cycle
+                logger.warning("kubernetes job gateway: cannot list pods in namespace %s: %s", namespace, e)
+                return self._with_fatal(namespace, by_name, found, states, waiting)
             for task, job, state in failed:
                 states[task.id] = self._explain(task, job, state, pods)
             for task, job in waiting:
                 states[task.id] = self._check_waiting(task, job, pods) or states[task.id]
+        return self._with_fatal(namespace, by_name, found, states, waiting)
+
+    def _with_fatal(self, namespace: str, by_name: Mapping[str, Task], found: Mapping[int, tuple[Task, Any]],
+                    states: dict[int, JobState], waiting: Sequence[tuple[Task, Any]]) -> dict[int, JobState]:
+        """Forget what is about Jobs no longer there; report the Jobs we deleted for good."""
         live = {(job.get("metadata") or {}).get("uid") for _, job in found.values()}
         now = self._clock.monotonic()
         with self._mutex:
-            self._failures = {uid: st for uid, st in self._failures.items() if uid in live}
+            self._failures = {k: st for k, st in self._failures.items() if k[0] != namespace or k[1] in live}
             waited = {(job.get("metadata") or {}).get("uid") for _, job in waiting}
-            self._waiting_since = {uid: t for uid, t in self._waiting_since.items() if uid in waited}
+            self._waiting_since = {k: t for k, t in self._waiting_since.items()
+                                   if k[0] != namespace or k[1] in waited}
             self._fatal = {k: v for k, v in self._fatal.items() if now - v[1] < 3600}
             for task in by_name.values():  # deleted by us for good: still failed, not missing
                 if task.id not in states and (verdict := self._fatal.get(_key(task))) is not None:
@@ -388,15 +360,15 @@ class KubernetesJobGateway(JobGateway):
             try:
                 response = self._open("logs", task, self._core().read_namespaced_pod_log,
                                       (pod.get("metadata") or {}).get("name", ""), task.namespace, follow=False,
-                                      container=CONTAINER_NAME, tail_lines=LOG_TAIL_LINES,
-                                      limit_bytes=LOG_TAIL_BYTES)
-                log = list(_stream_lines(response))[-LOG_TAIL_LINES:]
+                                      container=CONTAINER_NAME, tail_lines=LOG_TAIL_LINES)
+                # (no limitBytes: it counts from the start, and would cut off the last line)
+                log = list(deque(stream_lines(response, LOG_LINE_BYTES), maxlen=LOG_TAIL_LINES))
             except (BackendUnavailableError, JobNotFoundError) as e:
                 logger.info("task %s: cannot read the log of its failed pod: %s", task.id, e,
                             extra={"task_id": task.id})
         explained = failure_message(state, pod, log)
         with self._mutex:
-            self._failures[(job.get("metadata") or {}).get("uid") or ""] = explained
+            self._failures[(task.namespace, (job.get("metadata") or {}).get("uid") or "")] = explained
         return explained
 
     def _check_waiting(self, task: Task, job: dict[str, Any], pods: list[dict[str, Any]]) -> JobState | None:
@@ -408,9 +380,9 @@ class KubernetesJobGateway(JobGateway):
         now = self._clock.monotonic()
         with self._mutex:
             if stuck is None:
-                self._waiting_since.pop(uid, None)
+                self._waiting_since.pop((task.namespace, uid), None)
                 return None
-            since = self._waiting_since.setdefault(uid, now)
+            since = self._waiting_since.setdefault((task.namespace, uid), now)
         if now - since < self.pending_fatal_grace:
             return None
         reason, message = stuck
@@ -450,13 +422,15 @@ class KubernetesJobGateway(JobGateway):
         # following a quiet Job may wait long between two lines: only connecting is bounded then
         timeout = (self._timeout, FOLLOW_READ_TIMEOUT) if follow else self._timeout
         try:
+            if follow:
+                kwargs["follow"] = True
             response = method(*args, _request_timeout=timeout, _preload_content=False, **kwargs)
             code = str(response.status)
             return response
         except ApiException as e:
             code = str(e.status)
             if e.status in (400, 404):  # no such pod, or its container has not started yet
-                message = _status(e).get("message") or f"HTTP {e.status}"
+                message = status_of(e).get("message") or f"HTTP {e.status}"
                 raise JobNotFoundError(f"no log for attempt {task.attempt} of task {task.id}: {message}") from e
             raise self._translate(verb, task, e, permanent=False) from e
         except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -508,14 +482,14 @@ class KubernetesJobGateway(JobGateway):
     def _translate(
         self, verb: str, task: Task | None, e: ApiException, *, permanent: bool, namespace: str = ""
     ) -> Exception:
-        status = _status(e)
+        status = status_of(e)
         message = status.get("message") or f"HTTP {e.status} {e.reason or ''}".strip()
-        if permanent and e.status in _PERMANENT and _is_refusal(e, status, message):
+        if permanent and e.status in _PERMANENT and is_refusal(e, status, message):
             return JobRejectedError(message)
         where = f"{task.namespace}/{task.job_name}" if task else f"namespace {namespace}"
         return BackendUnavailableError(
             f"Kubernetes API {verb} ({where}) answered {e.status}: {message}",
-            retry_after=_retry_after(e) if e.status == 429 else None,
+            retry_after=retry_after(e) if e.status == 429 else None,
         )
 
     def _batch(self) -> k8s.BatchV1Api:
@@ -564,52 +538,3 @@ class KubernetesJobGateway(JobGateway):
 
 def _key(task: Task) -> tuple[str, str, int, int]:
     return (task.namespace, task.job_name, task.id, task.attempt)
-
-
-def _stream_lines(response: Any) -> Iterator[str]:
-    """The lines of a streamed answer; the connection goes back to the pool when done (or when
-    the caller stops reading)."""
-    try:
-        yield from lines(response.stream(CHUNK))
-    except (urllib3.exceptions.HTTPError, OSError) as e:
-        raise BackendUnavailableError(f"Kubernetes API logs: the stream broke: {e}") from e
-    finally:
-        response.release_conn()
-
-
-def _is_refusal(e: ApiException, status: dict[str, Any], message: str) -> bool:
-    """Whether the API server itself refused, for good. A 404 or 403 without a ``Status``
-    body came from something in front of it (a proxy, a wrong path); a quota refusal
-    passes once other Jobs finish. Both are retried instead of failing the task."""
-    if status.get("kind") != "Status":
-        return False
-    return not (e.status == 403 and "exceeded quota" in message)
-
-
-def _is_forbidden(e: ApiException, status: dict[str, Any], message: str) -> bool:
-    """A 403 ``Forbidden`` from the API server itself (RBAC), other than a quota refusal."""
-    return (e.status == 403 and status.get("kind") == "Status" and status.get("reason") == "Forbidden"
-            and "exceeded quota" not in message)
-
-
-def _status(e: ApiException) -> dict[str, Any]:
-    """The ``Status`` object the API server sent with an error, or {}."""
-    try:
-        body = json.loads(e.body or "")
-    except (TypeError, ValueError):
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def _retry_after(e: ApiException) -> float | None:
-    value = (e.headers or {}).get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
-    except (TypeError, ValueError):
-        return None

@@ -65,9 +65,15 @@ from importlib import resources
 from typing import Any
 
 from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.jobs._local_cancel import (
+    CANCEL_GRACE,
+    finish_cancel,
+    is_cancelled,
+    mark_cancelled,
+    reap_cancelled,
+)
 from nightwatch.adapters.jobs._local_files import (
     SYSTEM_PATH,
-    group_alive,
     is_wrapper_of,
     kill_group,
     last_line,
@@ -101,7 +107,6 @@ NEVER_STARTED = "the job's process never started (nightwatch stopped while start
 START_TIMEOUT = 30.0  # seconds a started Job may go without a pid before it counts as failed
 SWEEP_INTERVAL = 30.0  # seconds between TTL sweeps of one namespace
 LEFTOVER_AGE = 3600.0  # seconds after which a .tmp-/.trash- directory is removed
-CANCEL_GRACE = 10.0  # seconds between SIGTERM and SIGKILL of a cancelled Job (jobs.local.cancel_grace)
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 WRAPPER_FILE = "local_job.sh"  # package data beside this module
 
@@ -162,7 +167,7 @@ class LocalJobGateway(JobGateway):
                 found = read_json(os.path.join(job_dir, "job.json"))
                 if found is None and not os.path.lexists(job_dir):
                     raise FileNotFoundError(errno.ENOENT, "deleted while adopting it", job_dir)
-                if found is None or found.get("task_id") != task.id or found.get("attempt", 1) != task.attempt:
+                if found is None or not _is_of(found.get("task_id"), found.get("attempt", 1), task):
                     attempt = "" if task.attempt == 1 else f" (attempt {task.attempt})"
                     raise JobConflictError(
                         f"a Job named {task.job_name!r} already exists in namespace {task.namespace!r} "
@@ -194,8 +199,8 @@ class LocalJobGateway(JobGateway):
                         continue
                     job_dir = entries[task.job_name]
                     meta = self._meta_of(job_dir)
-                    if meta is not None and _is_of(meta, task):
-                        if os.path.exists(os.path.join(job_dir, "cancelled")):
+                    if meta is not None and _is_of(meta.task_id, meta.attempt, task):
+                        if is_cancelled(job_dir):
                             self._finish_cancel(job_dir)  # gone; its processes are being stopped
                             continue
                         result[task.id] = self._state(job_dir, meta)
@@ -210,20 +215,13 @@ class LocalJobGateway(JobGateway):
         this process dies first."""
         job_dir = self._job_dir(task)
         meta = self._meta_of(job_dir) if job_dir else None
-        if job_dir is None or meta is None or not _is_of(meta, task):
+        if job_dir is None or meta is None or not _is_of(meta.task_id, meta.attempt, task):
             return
         try:
-            fd = os.open(os.path.join(job_dir, "cancelled"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            return  # cancelled already: its reaper is at work
-        except FileNotFoundError:
-            return  # removed meanwhile
+            if not mark_cancelled(job_dir, self._clock.now().timestamp()):
+                return  # cancelled already (its reaper is at work), or removed meanwhile
         except OSError as e:
             raise BackendUnavailableError(f"local jobs: cannot cancel {job_dir}: {e}") from e
-        try:
-            os.write(fd, f"{self._clock.now().timestamp():.6f}\n".encode())
-        finally:
-            os.close(fd)
         pid = self._pid_of(job_dir)  # after the marker: a wrapper that writes its pid later sees it
         if pid is not None and self._alive(pid, job_dir):
             signal_group(pid, signal.SIGTERM)
@@ -231,14 +229,15 @@ class LocalJobGateway(JobGateway):
                         job_dir, pid, self.cancel_grace, extra={"task_id": task.id})
         else:
             pid = None
-        threading.Thread(target=self._reap_cancelled, args=(job_dir, pid), name=f"cancel-{task.id}",
-                         daemon=True).start()
+        threading.Thread(target=reap_cancelled, args=(job_dir, pid, self.cancel_grace), daemon=True,
+                         kwargs={"reap": self._reap, "use_proc": self._has_proc, "remove": self._remove},
+                         name=f"cancel-{task.id}").start()
 
     def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
         job_dir = self._job_dir(task)
         meta = self._meta_of(job_dir) if job_dir else None
-        if job_dir is None or meta is None or not _is_of(meta, task) \
-                or os.path.exists(os.path.join(job_dir, "cancelled")):
+        if job_dir is None or meta is None or not _is_of(meta.task_id, meta.attempt, task) \
+                or is_cancelled(job_dir):
             raise JobNotFoundError(f"no Job for attempt {task.attempt} of task {task.id} "
                                    f"({task.namespace}/{task.job_name})")
         paths = [os.path.join(job_dir, "stdout.log"), os.path.join(job_dir, "stderr.log")]
@@ -277,35 +276,9 @@ class LocalJobGateway(JobGateway):
         pid = read_int(os.path.join(job_dir, "pid"))
         return pid is not None and not self._alive(pid, job_dir)
 
-    def _reap_cancelled(self, job_dir: str, pid: int | None) -> None:
-        """A cancel's second half: SIGKILL after the grace if the group is still there; remove."""
-        if pid is not None:
-            deadline = time.monotonic() + self.cancel_grace
-            while time.monotonic() < deadline:
-                self._reap()
-                if not group_alive(pid):
-                    break
-                time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
-            else:
-                kill_group(pid)
-            for _ in range(100):  # SIGKILL takes effect at once; the zombies wait to be reaped
-                self._reap()
-                if not group_alive(pid):
-                    break
-                time.sleep(0.01)
-        self._remove(job_dir)
-
     def _finish_cancel(self, job_dir: str) -> None:
-        """For a Job cancelled by someone else (another replica, or this one before a restart):
-        SIGKILL its group once the grace is over, remove it when nothing of it is left."""
-        cancelled = mtime(os.path.join(job_dir, "cancelled"))
-        pid = read_int(os.path.join(job_dir, "pid"))
-        if pid is not None and group_alive(pid):
-            if cancelled is not None and self._clock.now().timestamp() - cancelled >= self.cancel_grace + 1:
-                kill_group(pid)
-            return
-        if cancelled is not None and self._clock.now().timestamp() - cancelled >= self.cancel_grace + 1:
-            self._remove(job_dir)
+        finish_cancel(job_dir, self._clock.now().timestamp(), self.cancel_grace, use_proc=self._has_proc,
+                      remove=self._remove)
 
     def _pid_of(self, job_dir: str) -> int | None:
         """The wrapper's pid: ours if we spawned it, else from the pid file -- waiting a moment
@@ -525,7 +498,7 @@ class LocalJobGateway(JobGateway):
                     shutil.rmtree(path, ignore_errors=True)
                     removed.append(name)
                 continue
-            if os.path.exists(os.path.join(path, "cancelled")):
+            if is_cancelled(path):
                 self._finish_cancel(path)
                 continue
             meta = self._meta_of(path)
@@ -558,8 +531,9 @@ def _wrapper_text() -> str:
                           f"nightwatch package (reinstall it?): {e}") from e
 
 
-def _is_of(meta: _Meta, task: Task) -> bool:
-    return meta.task_id == task.id and meta.attempt == task.attempt
+def _is_of(task_id: object, attempt: object, task: Task) -> bool:
+    """Whether a Job made for ``task_id``'s ``attempt`` is the one of ``task``'s current attempt."""
+    return task_id == task.id and attempt == task.attempt
 
 
 def _check_names(namespace: str, name: str) -> None:

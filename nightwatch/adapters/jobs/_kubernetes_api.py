@@ -1,0 +1,115 @@
+"""Pieces of the Kubernetes job gateway that need no gateway: the client-side rate limiter, the
+reading of the API server's error answers, and the lines of a streamed answer."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from nightwatch.adapters.jobs._log_lines import LINE_LIMIT, lines
+from nightwatch.domain.errors import BackendUnavailableError
+from nightwatch.domain.ports import Clock
+
+try:
+    import urllib3
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+    from kubernetes.client.exceptions import ApiException
+except ImportError as e:  # pragma: no cover - the package is a declared dependency
+    raise ImportError(
+        "jobs.backend: kubernetes needs the official client: pip install 'kubernetes>=31,<38'"
+    ) from e
+
+__all__ = ["ApiException", "TokenBucket", "is_forbidden", "is_refusal", "k8s", "k8s_config", "retry_after",
+           "status_of", "stream_lines", "urllib3"]
+
+CHUNK = 16 * 1024  # bytes read at a time from a streamed log
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up; like Go's ``rate.Limiter.Wait``.
+
+    Written here rather than imported: it is twenty lines, in-process and synchronous, and
+    the maintained libraries (pyrate-limiter, limits) bring storage backends and async
+    machinery it does not need -- not worth a new runtime dependency.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Clock, closed: threading.Event) -> None:
+        self._rate = rate
+        self._burst = max(1, burst)
+        self._clock = clock
+        self._closed = closed
+        self._tokens = float(self._burst)
+        self._stamp = clock.monotonic()
+        self._mutex = threading.Lock()
+
+    def acquire(self, timeout: float) -> None:
+        """Take one token, waiting at most ``timeout`` s; else BackendUnavailableError."""
+        if self._rate <= 0:  # qps 0 = no client-side limit
+            return
+        with self._mutex:
+            now = self._clock.monotonic()
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+            wait = (1 - self._tokens) / self._rate if self._tokens < 1 else 0.0
+            if wait > timeout:
+                raise BackendUnavailableError(
+                    f"client-side rate limit (jobs.kubernetes.qps {self._rate:g}): no request slot "
+                    f"within {timeout:g}s", retry_after=wait,
+                )
+            self._tokens -= 1  # a reservation: later callers queue behind this one
+        if wait > 0 and self._closed.wait(wait):
+            raise BackendUnavailableError("the Kubernetes job gateway is closed")
+
+
+def stream_lines(response: Any, limit: int = LINE_LIMIT) -> Iterator[str]:
+    """The lines of a streamed answer; the connection goes back to the pool when done (or when
+    the caller stops reading)."""
+    try:
+        yield from lines(response.stream(CHUNK), limit)
+    except (urllib3.exceptions.HTTPError, OSError) as e:
+        raise BackendUnavailableError(f"Kubernetes API logs: the stream broke: {e}") from e
+    finally:
+        response.release_conn()
+
+
+def is_refusal(e: ApiException, status: dict[str, Any], message: str) -> bool:
+    """Whether the API server itself refused, for good. A 404 or 403 without a ``Status``
+    body came from something in front of it (a proxy, a wrong path); a quota refusal
+    passes once other Jobs finish. Both are retried instead of failing the task."""
+    if status.get("kind") != "Status":
+        return False
+    return not (e.status == 403 and "exceeded quota" in message)
+
+
+def is_forbidden(e: ApiException, status: dict[str, Any], message: str) -> bool:
+    """A 403 ``Forbidden`` from the API server itself (RBAC), other than a quota refusal."""
+    return (e.status == 403 and status.get("kind") == "Status" and status.get("reason") == "Forbidden"
+            and "exceeded quota" not in message)
+
+
+def status_of(e: ApiException) -> dict[str, Any]:
+    """The ``Status`` object the API server sent with an error, or {}."""
+    try:
+        body = json.loads(e.body or "")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def retry_after(e: ApiException) -> float | None:
+    value = (e.headers or {}).get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
