@@ -7,8 +7,8 @@ serves the whole API. Who may call what: ``app/auth.py``.
 
 from __future__ import annotations
 
-import itertools
 import json
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -38,6 +38,7 @@ from nightwatch.domain.model import TaskQuery
 
 MAX_LIMIT, DEFAULT_LIMIT = 500, 50
 MAX_TAIL, DEFAULT_TAIL = 10_000, 100
+MAX_FOLLOWERS = 16  # log streams at once per replica: each holds one of the 40 worker threads
 
 
 def error_body(code: int, detail: Any) -> dict[str, str]:
@@ -160,6 +161,7 @@ def _task_id(request: Request) -> int:
 
 def routes(ctx: Any) -> list[BaseRoute]:
     store = ctx.store
+    followers = threading.BoundedSemaphore(MAX_FOLLOWERS)
 
     def list_tasks(request: Request) -> Response:
         require_read(request)
@@ -208,12 +210,13 @@ def routes(ctx: Any) -> list[BaseRoute]:
         follow = request.query_params.get("follow", "") in ("1", "true", "yes")
         if ctx.gateway is None:
             raise _fail(503, "this server has no job backend to read logs from")
-        lines = ctx.gateway.logs(task, tail=tail, follow=follow)
         if not follow:
+            lines = ctx.gateway.logs(task, tail=tail, follow=False)
             return PlainTextResponse("".join(f"{line}\n" for line in lines))
-        first = list(itertools.islice(lines, 1))  # a missing Job is a 404 before the stream starts
-        return StreamingResponse(_stream(itertools.chain(first, lines)), media_type="text/plain; charset=utf-8",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        list(ctx.gateway.logs(task, tail=0, follow=False))  # a missing Job or log: 404 before the stream
+        if not followers.acquire(blocking=False):  # each stream holds a worker thread while it waits
+            raise _fail(503, f"{MAX_FOLLOWERS} logs are followed already: try again later, or without follow")
+        return _Followed(ctx.gateway.logs(task, tail=tail, follow=True), followers.release)
 
     def cluster(request: Request) -> Response:
         require_read(request)
@@ -236,6 +239,18 @@ def routes(ctx: Any) -> list[BaseRoute]:
     ]
 
 
-def _stream(lines: Iterator[str]) -> Iterator[str]:
-    for line in lines:
-        yield f"{line}\n"
+class _Followed(StreamingResponse):
+    """A followed log; ``release`` runs once the response is over, however it ends (the Job
+    ended, the client went away). A worker thread waiting in the gateway for the next line
+    is let go when that line comes or the Job ends."""
+
+    def __init__(self, lines: Iterator[str], release: Callable[[], None]) -> None:
+        super().__init__((f"{line}\n" for line in lines), media_type="text/plain; charset=utf-8",
+                         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        self._release = release
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()

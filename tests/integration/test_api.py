@@ -5,6 +5,7 @@ serves the API while the leader carries out what it is asked."""
 
 from __future__ import annotations
 
+import http.client
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,6 +26,8 @@ from api_client import (
 )
 from daemons import Cluster, free_port, merge, wait_until
 from sql_databases import postgres_database
+
+from nightwatch.app.api import MAX_FOLLOWERS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -230,6 +233,22 @@ def _insert_directly(store: dict[str, Any], name: str) -> int:
 
 def test_following_a_log_streams_until_the_job_ends(store: dict[str, Any], start: Start) -> None:
     _, api = start(store)
+    quiet = api.submit("quiet", ["sleep"], ["60"])
+    api.wait_status(quiet["id"], ("Running",))
+    host, port = api.base.removeprefix("http://").split(":")
+    streams = []
+    for _ in range(MAX_FOLLOWERS):  # each answers its headers at once, though nothing is printed yet
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", f"/api/v1/tasks/{quiet['id']}/logs?follow=1")
+        assert conn.getresponse().status == 200
+        streams.append(conn)
+    error_of(api.get(f"/api/v1/tasks/{quiet['id']}/logs?follow=1"), 503, "followed already")
+    assert api.get(f"/api/v1/tasks/{quiet['id']}/logs").status == 200  # without follow: still served
+    for conn in streams:
+        conn.close()
+    assert api.post(f"/api/v1/tasks/{quiet['id']}/cancel").status == 202  # ends the Job, so every stream
+    api.wait_status(quiet["id"], ("Cancelled",))
+    error_of(api.get(f"/api/v1/tasks/{quiet['id']}/logs?follow=1"), 404)  # its Job is gone
     task = api.submit("counter", ["sh", "-c", "for i in 1 2 3 4; do echo line $i; sleep 0.5; done"])
     api.wait_status(task["id"], ("Running",))
     followed = api.get(f"/api/v1/tasks/{task['id']}/logs?follow=1&tail=100", timeout=30)
