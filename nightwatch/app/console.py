@@ -155,9 +155,9 @@ class Console:
         return await console_writes.logout(self, request)
 
 
-_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
-                     "Referrer-Policy": "same-origin",
-                     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+# The pages load only their own script and stylesheet and post only to this site (the server
+# adds nosniff, X-Frame-Options and Referrer-Policy to every answer: web_middleware.py).
+_SECURITY_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
                                                 "frame-ancestors 'none'; form-action 'self'"}
 _NO_STORE = {"Cache-Control": "no-store"}
 

@@ -268,3 +268,10 @@ def test_live_statuses_cover_rows_that_left_the_pages_filter(served: Served) -> 
     live = json.loads(served.browser().get(f"/console/live?ids={ids}&top={tasks[-1].id}&status=Normal").body)
     assert [(t["id"], t["status"]) for t in live["tasks"]] == [
         (tasks[2].id, "Normal"), (tasks[1].id, "Failed"), (tasks[0].id, "Normal")]
+
+
+def test_pages_allow_only_their_own_scripts_and_are_never_framed(served: Served) -> None:
+    headers = served.browser().get("/").headers
+    assert headers.get_all("Content-Security-Policy") == [
+        "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"]
+    assert headers.get_all("X-Frame-Options") == ["DENY"]  # once: the server's, not twice
