@@ -45,7 +45,10 @@ class TaskLifecycle:
         if task.finished_at is not None:
             requested = task.cancel_requested_at
             if requested is not None and aware(requested) > aware(task.finished_at):
-                self.cancel_unstarted(task, ctx)  # asked after the reset: a new request
+                # asked after the reset: a new request. No gateway call: the only Job of this
+                # attempt is the finished one, whose logs must stay.
+                self.move(task, TaskStatus.NORMAL, TaskStatus.CANCELLED,
+                          f"cancelled before it started: {_reason(task)}", ctx)
                 return None
             message = f"attempt {task.attempt} was reset to Normal after it finished; attempt {task.attempt + 1}"
             if not self.requeue(task, TaskStatus.NORMAL, message, ctx):
@@ -96,7 +99,9 @@ class TaskLifecycle:
             return
         delay = self._policy.delay(task.attempt)
         message = f"attempt {task.attempt} failed: {reason}; retrying in {format_delay(delay)}"
-        self.requeue(task, current, message, ctx, retry_at=self._clock.now() + timedelta(seconds=delay))
+        # Unless a cancel was asked since ``task`` was read: the next run carries that out instead.
+        self.requeue(task, current, message, ctx, retry_at=self._clock.now() + timedelta(seconds=delay),
+                     unless_cancelled=True)
 
     def retries_of(self, task: Task) -> int:
         """``info.retries``, else ``jobs.defaults.retries``."""
@@ -119,10 +124,10 @@ class TaskLifecycle:
         return written
 
     def requeue(self, task: Task, old: TaskStatus, message: str | None, ctx: RunContext, *,
-                retry_at: datetime | None = None) -> bool:
+                retry_at: datetime | None = None, unless_cancelled: bool = False) -> bool:
         try:
             written = self._store.requeue(task.id, old, task.attempt, message, retry_at=retry_at,
-                                          fence=ctx.fence)
+                                          fence=ctx.fence, unless_cancelled=unless_cancelled)
         except FencedError:
             self._metrics.fenced_writes.inc()
             raise

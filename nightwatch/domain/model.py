@@ -145,14 +145,14 @@ class Task:
 
 def job_name(task_name: str, attempt: int) -> str:
     """The deterministic Job name of one attempt: the task name for attempt 1 (the seed's
-    rule), ``<name>-<attempt>`` after, still a DNS-1123 label of at most 63 characters. A name
-    too long for the suffix keeps a prefix and a hash of the whole name, so two long names
-    that share a prefix never get the same Job name."""
+    rule), ``<prefix>-<hash>-<attempt>`` after, where ``<hash>`` is the first 8 hex digits of
+    the name's SHA-256 and ``<prefix>`` the name cut so the whole is a DNS-1123 label of at
+    most 63 characters. The hash keeps the next attempts of one task off another task's
+    name: ``a``'s attempt 2 is not ``a-2`` (task ``a-2``'s attempt 1), and two long names
+    that share a prefix do not meet either."""
     if attempt <= 1:
         return task_name
     suffix = f"-{attempt}"
-    if len(task_name) + len(suffix) <= JOB_NAME_MAX:
-        return task_name + suffix
     digest = hashlib.sha256(task_name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     prefix = task_name[: JOB_NAME_MAX - len(suffix) - len(digest) - 1].rstrip("-")
     return f"{prefix}-{digest}{suffix}"

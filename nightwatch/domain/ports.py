@@ -106,10 +106,15 @@ class TaskStore(Protocol):
         force: bool = False,
         fence: Fence | None = None,
         replica: str = "",
+        unless_cancelled: bool = False,
     ) -> bool:
         """Start the next attempt: if the task is still ``old`` at ``attempt``, set ``Normal``,
         ``attempt + 1``, ``message``, ``retry_at``, and clear ``finished_at`` and the cancel
         request; with its event (from ``old`` to ``Normal``), in one statement or transaction.
+
+        ``unless_cancelled`` (the automatic retry): only while no cancel is requested either,
+        so a cancel that lands after the caller read the row is never erased (False: the
+        next run carries the cancel out).
 
         False when the task moved on; FencedError and IllegalTransitionError as
         ``transition`` (``Succeeded`` needs ``force``).
@@ -137,7 +142,8 @@ class TaskStore(Protocol):
         ...
 
     def events(self, task_id: int, limit: int = 1000) -> list[TaskEvent]:
-        """The task's events, oldest first (by time, then id), at most ``limit`` (the newest)."""
+        """The task's events, oldest first (in the order they were written: by id), at most
+        ``limit`` (the newest)."""
         ...
 
     def prune_events(self, before: datetime, limit: int = 10_000) -> int:

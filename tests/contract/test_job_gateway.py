@@ -252,9 +252,9 @@ def test_each_attempt_has_its_own_job(driver: JobDriver, tmp_path: Path, uid: st
 def test_a_job_of_another_attempt_is_never_adopted_or_observed(driver: JobDriver, uid: str) -> None:
     gateway = driver.make_gateway()
     spec = JobSpec(image="busybox", command=("sleep",), args=("30",))
-    # Attempt 2 of "<n>" is named like attempt 1 of "<n>-2": the same task id makes the Job of
-    # one attempt under the other's name -- only the attempt label tells them apart.
-    older = make_task(f"clash-{uid}-2", driver.namespaces[0], spec)
+    # A task named like attempt 2 of "<n>" (the same task id): the Job of one attempt under the
+    # other's name -- only the attempt label tells them apart.
+    older = make_task(job_name(f"clash-{uid}", 2), driver.namespaces[0], spec)
     current = replace(make_task(f"clash-{uid}", older.namespace, spec, task_id=older.id), attempt=2)
     assert current.job_name == older.job_name
     assert gateway.launch(older, spec) == LaunchOutcome.CREATED
@@ -276,7 +276,7 @@ def test_without_the_attempt_check_the_old_attempts_job_would_be_adopted(
     driver.disable_attempt_check(monkeypatch)
     gateway = driver.make_gateway()
     spec = JobSpec(image="busybox", command=("sleep",), args=("30",))
-    older = make_task(f"clash-{uid}-2", driver.namespaces[0], spec)
+    older = make_task(job_name(f"clash-{uid}", 2), driver.namespaces[0], spec)
     current = replace(make_task(f"clash-{uid}", older.namespace, spec, task_id=older.id), attempt=2)
     gateway.launch(older, spec)
 

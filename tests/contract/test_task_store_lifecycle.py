@@ -169,6 +169,24 @@ def test_requeue_from_in_flight_under_the_fence_for_an_automatic_retry(store: Ta
     assert moves(store, task.id) == [(2, "Running", "Normal", message, fence.epoch, "a")]
 
 
+def test_an_automatic_retry_never_erases_a_cancel_requested_since_the_row_was_read(store: TaskStore) -> None:
+    fence = Fence(LEADER, store.begin_term(LEADER), "a")
+    task = store.add(new("t", R))  # the watcher read it, then saw its Job fail
+    store.request_cancel(task.id, "stop it", replica="cli")  # ... meanwhile the user asked to cancel
+    assert store.requeue(task.id, R, 1, "attempt 1 failed; retrying in 10s", fence=fence,
+                         unless_cancelled=True) is False
+    got = store.get(task.id)
+    assert (got.status, got.attempt, got.cancel_reason) == ("Running", 1, "stop it") and store.events(task.id) == []
+    assert store.transition(task.id, R, C, "cancelled: stop it", fence=fence, attempt=1)  # the next run's
+    # no cancel pending: the same retry applies; a manual retry (the default) clears a request as before
+    other = store.add(new("u", R))
+    assert store.requeue(other.id, R, 1, fence=fence, unless_cancelled=True) is True
+    store.request_cancel(other.id, "later")
+    assert store.transition(other.id, N, C, fence=fence)
+    assert store.requeue(other.id, C, 2, replica="cli") is True
+    assert store.get(other.id).cancel_requested_at is None
+
+
 # -- cancel requests -------------------------------------------------------------------------------
 
 def test_request_cancel_sets_only_the_cancel_columns(store: TaskStore) -> None:
@@ -271,6 +289,31 @@ def test_events_are_oldest_first_and_limited_to_the_newest(store: TaskStore) -> 
     assert [e.attempt for e in store.events(task.id)] == [2, 3, 4, 5, 6]
     assert [e.attempt for e in store.events(task.id, limit=2)] == [5, 6]
     assert store.events(424242) == []
+
+
+class Backwards:
+    """A wall clock stepped back a minute at each reading (NTP, a VM resumed): events are still
+    listed in the order they were written."""
+
+    def __init__(self) -> None:
+        self.at = datetime.now(UTC) + timedelta(hours=1)
+
+    def now(self) -> datetime:
+        self.at -= timedelta(minutes=1)
+        return self.at
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
+def test_events_are_in_the_order_written_even_when_the_clock_steps_back(store: TaskStore) -> None:
+    task = store.add(new("t", F))
+    store._clock = Backwards()  # type: ignore[attr-defined]  # both stores read their clock there
+    for attempt in range(1, 5):
+        assert store.requeue(task.id, N if attempt > 1 else F, attempt, f"retry {attempt}")
+    events = store.events(task.id)
+    assert [e.attempt for e in events] == [2, 3, 4, 5] and events[0].at > events[-1].at
+    assert [e.attempt for e in store.events(task.id, limit=2)] == [4, 5]
 
 
 def test_prune_deletes_old_events_in_batches_and_never_a_task(store: TaskStore) -> None:

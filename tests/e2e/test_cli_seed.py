@@ -15,7 +15,7 @@ import pytest
 from test_cli_tasks import NIGHTWATCH, Setup, sql_store_has_the_lifecycle, wait_until
 
 from nightwatch.app import task_watcher
-from nightwatch.domain.model import NewTask
+from nightwatch.domain.model import NewTask, job_name
 
 SEED = [("demo-task-1", "default", '{"image":"alpine","command":["sleep"],"args":["60"]}', 1),
         ("demo-task-2", "demo", '{"image":"busybox","command":["sleep"],"args":["3600"]}', 2)]
@@ -49,7 +49,7 @@ def test_seed_cancel_and_retry_on_the_fake_backend(tmp_path: Path) -> None:
     cycle(env)
     again = env.store.find("demo-task-2", "demo")
     assert again.attempt == 2 and again.status in ("Pending", "Running")
-    assert ("demo", "demo-task-2-2", 2) in env.gateway.created  # its own Job, never the old one
+    assert ("demo", job_name("demo-task-2", 2), 2) in env.gateway.created  # its own Job, never the old one
     timeline = env.ok("task", "events", "2")
     assert "Running → Cancelled" in timeline or "Pending → Cancelled" in timeline
     assert "Cancelled → Normal" in timeline

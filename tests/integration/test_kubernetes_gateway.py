@@ -25,7 +25,7 @@ from nightwatch.domain.errors import (
     JobRejectedError,
 )
 from nightwatch.domain.jobspec import JobDefaults, JobSpec, parse_info
-from nightwatch.domain.model import JobPhase, JobState, Task
+from nightwatch.domain.model import JobPhase, JobState, Task, job_name
 from nightwatch.domain.ports import LaunchOutcome
 
 SEED_1 = Task(1, "demo-task-1", "default", '{"image":"alpine","command":["sleep"],"args":["60"]}', "Normal", 1)
@@ -498,7 +498,7 @@ def test_cancel_is_one_delete_in_the_background(gateway: KubernetesJobGateway, s
 
 
 def test_cancel_never_deletes_another_attempts_job(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
-    older = task(1, "job-2", status="Running")  # attempt 1 of "job-2" has the name of attempt 2 of "job"
+    older = task(1, job_name("job", 2), status="Running")  # its attempt 1 has the name of attempt 2 of "job"
     launch(gateway, older)
     current = replace(task(1, "job", status="Running"), attempt=2)
     standin.reset_counts()
@@ -506,7 +506,7 @@ def test_cancel_never_deletes_another_attempts_job(gateway: KubernetesJobGateway
     gateway.cancel(current)  # not seen by this replica: GET first, and the labels say it is not ours
 
     assert standin.requests == {"get": 1}
-    assert standin.job("default", "job-2") is not None
+    assert standin.job("default", job_name("job", 2)) is not None
 
 
 def test_observing_fifty_tasks_costs_no_call_per_task(clocked: tuple[KubernetesJobGateway, FakeClock],
@@ -579,13 +579,13 @@ def test_logs_are_the_current_attempts_pod(gateway: KubernetesJobGateway, standi
     standin.write_log("default", "twice", "attempt one\n")
     standin.finish("default", "twice", ok=False)
     launch(gateway, second)
-    standin.write_log("default", "twice-2", "attempt two\nstill two\n")
+    standin.write_log("default", job_name("twice", 2), "attempt two\nstill two\n")
     standin.reset_counts()
 
     assert list(gateway.logs(second, tail=1)) == ["still two"]
     assert list(gateway.logs(first)) == ["attempt one"]
     assert standin.requests == {"list_pods": 2, "logs": 2}
-    (sent,) = [path for method, path in standin.paths if path.endswith("/log") and "twice-2" in path]
-    assert sent.startswith("/api/v1/namespaces/default/pods/twice-2-")
+    (sent,) = [path for method, path in standin.paths if path.endswith("/log") and job_name("twice", 2) in path]
+    assert sent.startswith("/api/v1/namespaces/default/pods/" + job_name("twice", 2) + "-")
     with pytest.raises(JobNotFoundError):
         gateway.logs(replace(first, attempt=3))

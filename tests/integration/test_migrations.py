@@ -502,3 +502,109 @@ def test_a_0004_table_with_rows_upgrades_with_attempt_1_and_nothing_else_changed
 def all_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(sa.text("SELECT * FROM task ORDER BY id"))]
+
+
+# -- 0005's finished_at backfill ---------------------------------------------------------------
+
+def at_0004(db: Database, **attributes: Any) -> None:
+    """The seed's table as nightwatch 0.2 left it (revision 0004)."""
+    seed(db)
+    with migrations._migration_connection(db.engine) as conn:
+        command.upgrade(migrations._config(connection=conn, **attributes), "0004")
+        conn.commit()
+
+
+FINISHED_BEFORE = [  # (id, name, status): rows 0.2 wrote before the upgrade, past the seed's ids 1 and 2
+    (10, "done", "Succeeded"), (11, "broke", "Failed"), (12, "stopped", "Cancelled"), (13, "busy", "Running"),
+    (14, "lookalike", "failed"), (15, "padded", "Failed "), (9000, "far", "Succeeded")]
+UPDATED = "2024-05-06 07:08:09"
+
+
+def finished_at(engine: sa.Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT name, finished_at, updated_at FROM task ORDER BY id")).all()
+    return {name: (str(done)[:19] if done is not None else None, str(updated)[:19]) for name, done, updated in rows}
+
+
+def insert_finished_before(db: Database) -> None:
+    db.run(*[f"INSERT INTO task (id, name, namespace, info, status, user_id, updated_at) VALUES"
+             f" ({i}, '{name}', 'default', '{{}}', '{status}', 1, '{UPDATED}')" for i, name, status in FINISHED_BEFORE])
+
+
+def expected_backfill() -> dict[str, Any]:
+    done = {"done", "broke", "stopped", "far"}  # byte for byte: not 'failed' nor 'Failed '
+    return {"demo-task-1": None, "demo-task-2": None} | {
+        name: UPDATED if name in done else None for _, name, _ in FINISHED_BEFORE}
+
+
+def test_rows_finished_before_0005_get_finished_at_in_short_batches_and_the_others_do_not(db: Database) -> None:
+    at_0004(db)
+    insert_finished_before(db)
+    with migrations._migration_connection(db.engine) as conn:
+        seen: list[tuple[str, Any]] = []
+        sa.event.listen(conn, "before_cursor_execute", lambda c, cursor, statement, *rest: seen.append(
+            (statement, c.get_execution_options().get("isolation_level"))))
+        command.upgrade(migrations._config(connection=conn, backfill_batch=2), "head")
+        conn.commit()
+    assert_at_head(db.engine)
+    got = finished_at(db.engine)
+    assert {name: done for name, (done, _) in got.items()} == expected_backfill()
+    assert {updated for name, (_, updated) in got.items() if name not in ("demo-task-1", "demo-task-2")} == {
+        UPDATED}  # MariaDB/MySQL's ON UPDATE CURRENT_TIMESTAMP did not move updated_at
+    updates = [(s, level) for s, level in seen if s.lstrip().upper().startswith("UPDATE TASK SET FINISHED_AT")]
+    # 9 rows, 2 ids per statement: 5 statements, each committing on its own
+    assert len(updates) == 5 and all(level == "AUTOCOMMIT" for _, level in updates), updates
+    assert all("id >" in s or "id <=" in s for s, _ in updates)
+
+
+def test_the_backfill_at_its_real_batch_size_and_again_after_an_interruption(db: Database) -> None:
+    at_0004(db)
+    insert_finished_before(db)
+    migrations.upgrade(db.engine)
+    assert {name: done for name, (done, _) in finished_at(db.engine).items()} == expected_backfill()
+    keep = ", updated_at = updated_at" if db.kind == "mysql" else ""  # not moved by ON UPDATE
+    db.run(f"UPDATE task SET finished_at = NULL{keep} WHERE name = 'far'",  # as if cut short before its batch
+           "UPDATE nightwatch_alembic_version SET version_num = '0004'")
+    migrations.upgrade(db.engine)  # 0005 again: every part it finds done is left alone
+    assert {name: done for name, (done, _) in finished_at(db.engine).items()} == expected_backfill()
+
+
+def test_the_sql_script_backfills_finished_at_with_one_update(db: Database) -> None:
+    at_0004(db)
+    insert_finished_before(db)
+    script = migrations.offline_sql(db.kind, start="0004")
+    assert len(re.findall(r"UPDATE task SET finished_at", script)) == 1
+    if db.kind == "sqlite":
+        pytest.skip("SQLite has no ADD COLUMN IF NOT EXISTS: not for a table that has the columns (see above)")
+    dba_applies(db, script)
+    assert {name: done for name, (done, _) in finished_at(db.engine).items()} == expected_backfill()
+
+
+def test_the_users_reset_of_a_row_finished_before_0005_is_a_new_attempt_not_the_old_job(db: Database) -> None:
+    from nightwatch.adapters.clock import FakeClock
+    from nightwatch.adapters.jobs.fake import FakeJobGateway
+    from nightwatch.adapters.store.sql import SQLTaskStore
+    from nightwatch.app.task_watcher import TaskWatcher
+    from nightwatch.domain.jobspec import parse_info
+    from nightwatch.domain.model import Task, job_name
+    from nightwatch.domain.ports import RunContext
+
+    at_0004(db)
+    info = '{"image": "alpine", "command": ["sleep"], "args": ["1"]}'
+    db.run(f"INSERT INTO task (id, name, namespace, info, status, user_id) VALUES (10, 'nightly', 'default',"
+           f" '{info}', 'Succeeded', 1)")
+    clock = FakeClock()
+    store = SQLTaskStore(db.engine, clock, "test")
+    gateway = FakeJobGateway(clock)
+    old = Task(10, "nightly", "default", info, "Succeeded", 1)  # the store cannot read a 0004 row
+    gateway.launch(old, parse_info(info))  # the Job 0.2 ran for it (attempt 1), still in the cluster
+    clock.advance(5)
+    migrations.upgrade(db.engine)
+    db.run("UPDATE task SET status = 'Normal' WHERE id = 10")  # the user's own reset
+    watcher = TaskWatcher(store, gateway, clock, allowed_namespaces=["default"])
+    for _ in range(10):
+        watcher.run(RunContext(None))
+        clock.advance(1)
+    got = store.get(10)
+    assert (got.status, got.attempt) == ("Succeeded", 2)
+    assert [name for _, name, i in gateway.created if i == 10] == ["nightly", job_name("nightly", 2)]  # not adopted

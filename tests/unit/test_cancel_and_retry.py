@@ -2,6 +2,7 @@
 (the harness of test_cycle: memory store, memory lock, fake gateway, inline scheduler)."""
 
 import dataclasses
+import hashlib
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from nightwatch.adapters.jobs.fake import BACKOFF_LIMIT_EXCEEDED, FakeJob, FakeJ
 from nightwatch.adapters.lock.memory import MemoryLockHub
 from nightwatch.adapters.store.memory import InMemoryTaskStore
 from nightwatch.domain.constants import TASK_ID_LABEL
-from nightwatch.domain.model import JobPhase, JobState, Task, TaskStatus
+from nightwatch.domain.model import JobPhase, JobState, Task, TaskStatus, job_name
 from nightwatch.domain.retry import RetryPolicy
 
 NO_JITTER = RetryPolicy(base=10.0, cap=600.0, jitter=0.0)
@@ -124,7 +125,7 @@ def test_a_retry_after_failed_runs_a_new_job_for_the_next_attempt():
     c.run_until_settled()
     got = c.store.get(t.id)
     assert (got.status, got.attempt, got.message) == ("Succeeded", 2, None)
-    assert created_names(c) == ["again", "again-2"]  # the old Job was not adopted
+    assert created_names(c) == ["again", job_name("again", 2)]  # the old Job was not adopted
     assert ("default", "again") in c.gateway.jobs  # ... though it is still there
     assert events(c, t) == [("Normal", "Pending", 1), ("Pending", "Running", 1), ("Running", "Failed", 1),
                             ("Failed", "Normal", 2), ("Normal", "Pending", 2), ("Pending", "Running", 2),
@@ -146,7 +147,7 @@ def test_the_users_reset_of_a_finished_task_is_the_next_attempt_never_adoption()
     c.run_until_settled()
     got = c.store.get(t.id)
     assert (got.status, got.attempt) == ("Succeeded", 2)
-    assert created_names(c) == ["rerun", "rerun-2"]
+    assert created_names(c) == ["rerun", job_name("rerun", 2)]
     assert events(c, t)[3:5] == [("Normal", "Normal", 2), ("Normal", "Pending", 2)]
     assert "attempt 1 was reset to Normal" in c.store.events(t.id)[3].message
 
@@ -166,10 +167,47 @@ def test_a_reset_cancelled_task_runs_again_but_a_cancel_asked_after_the_reset_ho
     assert (c.store.get(stale.id).status, c.store.get(stale.id).attempt) == ("Succeeded", 2)
     got = c.store.get(fresh.id)
     assert got.status == "Cancelled" and "again" in got.message
-    assert created_names(c) == ["stale-2"]
+    assert created_names(c) == [job_name("stale", 2)]
+
+
+def test_a_cancel_asked_after_the_reset_of_a_finished_task_keeps_the_last_attempts_job():
+    c = Cluster()
+    t = c.submit("nightly", info_=info(args=["1"]))
+    c.run_until_settled()
+    assert c.store.get(t.id).status == "Succeeded" and ("default", "nightly") in c.gateway.jobs
+    c.clock.advance(1)
+    reset_by_hand(c, t.id, cancel_requested_at=c.clock.now(), cancel_reason="not tonight")
+    c.run_until_settled()
+    got = c.store.get(t.id)
+    assert (got.status, got.attempt) == ("Cancelled", 1) and "not tonight" in got.message
+    assert c.gateway.cancelled == [] and ("default", "nightly") in c.gateway.jobs  # its logs are still there
+    assert list(c.gateway.logs(got)) == list(c.gateway.logs(dataclasses.replace(got, status="Succeeded")))
+    assert created_names(c) == ["nightly"]
 
 
 # -- automatic retries -----------------------------------------------------------------------
+
+def test_a_cancel_asked_while_the_failing_job_is_synced_wins_over_the_automatic_retry():
+    """The watcher read the row (no cancel), then the user asked to cancel before its retry was
+    written: the retry must not erase the request."""
+    c = Cluster(retry_policy=NO_JITTER)
+    t = c.submit("flaky", info_=failing(retries=3, args=["1"]))
+    real = c.gateway.observe
+    asked = []
+
+    def observe(tasks):  # the user's request lands between the watcher's read and its write
+        states = real(tasks)
+        if not asked and states.get(t.id) is not None and states[t.id].phase is JobPhase.FAILED:
+            asked.append(c.store.request_cancel(t.id, "stop retrying", replica="api").requested)
+        return states
+
+    c.gateway.observe = observe
+    c.run_until_settled()
+    got = c.store.get(t.id)
+    assert asked == [True]
+    assert (got.status, got.attempt) == ("Cancelled", 1) and "stop retrying" in got.message, got
+    assert created_names(c) == ["flaky"] and events(c, t)[-1] == ("Running", "Cancelled", 1)
+
 
 class LaunchLog:
     """Wraps a gateway's launch: when each Job was created (wall clock) and by whom."""
@@ -202,7 +240,7 @@ def test_automatic_retries_back_off_then_the_last_failure_fails_the_task():
     assert (got.status, got.attempt, got.message) == ("Failed", 3, BACKOFF_LIMIT_EXCEEDED)
     assert waiting == [f"attempt 1 failed: {BACKOFF_LIMIT_EXCEEDED}; retrying in 10s",
                        f"attempt 2 failed: {BACKOFF_LIMIT_EXCEEDED}; retrying in 20s"]
-    assert [name for name, _, _ in log.created] == ["retry-me", "retry-me-2", "retry-me-3"]
+    assert [name for name, _, _ in log.created] == ["retry-me", job_name("retry-me", 2), job_name("retry-me", 3)]
     requeues = [e for e in c.store.events(t.id) if e.to_status == "Normal"]
     assert [e.from_status for e in requeues] == ["Running", "Running"]
     for (_, launched, _), requeue, delay in zip(log.created[1:], requeues, (10, 20), strict=True):
@@ -239,7 +277,7 @@ def test_automatic_retry_waits_out_its_delay_across_a_leader_change():
     assert store.get(t.id).status == "Normal" and len(log.created) == 1  # b did not launch early
     for _ in range(400):
         b.step()
-    assert [(name, who) for name, _, who in log.created] == [("survivor", "a"), ("survivor-2", "b")]
+    assert [(name, who) for name, _, who in log.created] == [("survivor", "a"), (job_name("survivor", 2), "b")]
     assert log.created[1][1] >= retry_at
     got = store.get(t.id)
     assert (got.status, got.attempt) == ("Failed", 2)
@@ -306,7 +344,7 @@ def test_a_requeued_task_never_adopts_the_old_job(monkeypatch, names_per_attempt
     if not adopts:
         assert got.attempt == 2 and got.status in ("Succeeded", "Failed")
         if names_per_attempt:
-            assert (got.status, created_names(c)) == ("Succeeded", ["once", "once-2"])
+            assert (got.status, created_names(c)) == ("Succeeded", ["once", job_name("once", 2)])
         else:  # the name is taken by attempt 1's Job: refused, never adopted
             assert got.status == "Failed" and "not created for this task (attempt 2)" in got.message
 
@@ -334,3 +372,27 @@ def test_a_cancel_is_not_held_back_by_a_launch_backoff():
     c.store.request_cancel(t.id, "stop", replica="cli")
     steps(c, 5)  # one task-watcher run, far less than the backoff
     assert c.store.get(t.id).status == "Cancelled" and c.gateway.created == []
+
+
+# -- Job names ---------------------------------------------------------------------------------
+
+def test_job_names_of_later_attempts_never_take_another_tasks_name():
+    assert job_name("a", 1) == "a" and job_name("a-2", 1) == "a-2"
+    assert job_name("a", 2) == f"a-{hashlib.sha256(b'a').hexdigest()[:8]}-2" != "a-2"
+    long = "x" * 50 + "-" + "y" * 12  # 63 characters
+    for attempt in (2, 10, 12345):
+        name = job_name(long, attempt)
+        assert len(name) <= 63 and name.endswith(f"-{attempt}") and "--" not in name
+        assert name != job_name(long[:-1] + "z", attempt)  # same prefix, another name
+
+
+def test_task_a_at_attempt_2_and_task_a_2_both_run_in_one_namespace():
+    c = Cluster()
+    a = c.submit("a", info_=info(args=["1"]))
+    c.run_until_settled()
+    assert c.store.requeue(a.id, TaskStatus.SUCCEEDED, 1, force=True, replica="cli")
+    a2 = c.submit("a-2", info_=info(args=["30"]))  # launched while a's attempt 2 runs
+    c.run_until_settled()
+    assert [(c.store.get(t.id).status, c.store.get(t.id).attempt) for t in (a, a2)] == [
+        ("Succeeded", 2), ("Succeeded", 1)]
+    assert sorted(created_names(c)) == sorted(["a", job_name("a", 2), "a-2"])

@@ -12,7 +12,7 @@ import pytest
 
 from nightwatch.app import console_views as v
 from nightwatch.domain.errors import InvalidTaskSpecError
-from nightwatch.domain.model import Task, TaskEvent
+from nightwatch.domain.model import Task, TaskEvent, job_name
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,8 +49,8 @@ def test_attempts_newest_first_with_outcome_and_time_taken() -> None:
     task = Task(1, "job", "default", "{}", "Running", attempt=2, created_at=at(0))
     second, first = v.attempts(task, events, at(20))
     assert (first.number, first.job, first.outcome, first.message, first.seconds) == (1, "job", "Failed", "exit 1", 5.0)
-    assert (second.number, second.job, second.outcome, second.finished, second.seconds) == (2, "job-2", "Running",
-                                                                                           None, 9.0)
+    assert (second.number, second.job, second.outcome, second.finished, second.seconds) == (
+        2, job_name("job", 2), "Running", None, 9.0)
 
 
 def test_an_attempt_without_events_comes_from_the_task_row() -> None:

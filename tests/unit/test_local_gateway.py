@@ -21,7 +21,7 @@ from nightwatch.adapters.clock import FakeClock
 from nightwatch.adapters.jobs.local import DEADLINE_EXCEEDED, VANISHED, LocalJobGateway
 from nightwatch.domain.errors import ConfigError, JobRejectedError
 from nightwatch.domain.jobspec import JobDefaults, JobSpec
-from nightwatch.domain.model import JobPhase, JobState, Task
+from nightwatch.domain.model import JobPhase, JobState, Task, job_name
 from nightwatch.domain.ports import LaunchOutcome
 
 T = TypeVar("T")
@@ -328,7 +328,7 @@ def test_each_attempt_gets_its_own_directory_and_an_old_job_without_attempt_is_a
     second = replace(first, attempt=2)
 
     assert gateway.launch(second, sh("exit 0")) == LaunchOutcome.CREATED
-    assert json.loads((state_dir / "jobs" / "default" / "again-2" / "job.json").read_text())["attempt"] == 2
+    assert json.loads((state_dir / "jobs" / "default" / job_name("again", 2) / "job.json").read_text())["attempt"] == 2
     assert LocalJobGateway(str(state_dir)).launch(first, sh("exit 0")) == LaunchOutcome.ADOPTED
 
 

@@ -145,12 +145,15 @@ class InMemoryTaskStore(TaskStore):
         force: bool = False,
         fence: Fence | None = None,
         replica: str = "",
+        unless_cancelled: bool = False,
     ) -> bool:
         check_requeue(old, force=force)
         with self._mutex:
             self._check_fence(fence)
             task = self.tasks.get(task_id)
             if task is None or task.status != old or task.attempt != attempt:
+                return False
+            if unless_cancelled and task.cancel_requested_at is not None:
                 return False
             now = self._clock.now()
             self.tasks[task_id] = replace(
@@ -176,8 +179,8 @@ class InMemoryTaskStore(TaskStore):
 
     def events(self, task_id: int, limit: int = 1000) -> list[TaskEvent]:
         with self._mutex:
-            mine = [e for e in self.event_log if e.task_id == task_id]
-        return mine[-limit:]
+            mine = sorted((e for e in self.event_log if e.task_id == task_id), key=lambda e: e.id or 0)
+        return mine[-limit:] if limit > 0 else []
 
     def prune_events(self, before: datetime, limit: int = 10_000) -> int:
         with self._mutex:

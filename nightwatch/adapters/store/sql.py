@@ -224,19 +224,23 @@ class SQLTaskStore(TaskStore):
         force: bool = False,
         fence: Fence | None = None,
         replica: str = "",
+        unless_cancelled: bool = False,
     ) -> bool:
         check_requeue(old, force=force)
         now = self._now()
         values = {"status": str(TaskStatus.NORMAL), "attempt": task.c.attempt + 1, "message": fit_message(message),
                   "retry_at": naive(retry_at), "finished_at": None, "cancel_requested_at": None,
                   "cancel_reason": None, "updated_at": now}
-        return self._cas(task_id, old, TaskStatus.NORMAL, values, fence, attempt, replica, now)
+        extra = [task.c.cancel_requested_at.is_(None)] if unless_cancelled else []
+        return self._cas(task_id, old, TaskStatus.NORMAL, values, fence, attempt, replica, now, extra)
 
     def _cas(self, task_id: int, old: TaskStatus, new: TaskStatus, values: dict[str, Any], fence: Fence | None,
-             attempt: int | None, replica: str, now: datetime) -> bool:
-        """The compare-and-set and its event, atomically; FencedError or False write neither."""
+             attempt: int | None, replica: str, now: datetime,
+             extra: Sequence[sa.ColumnElement[bool]] = ()) -> bool:
+        """The compare-and-set (and ``extra`` conditions) and its event, atomically; FencedError
+        or False write neither."""
         check_bigint("id", task_id)
-        where = [task.c.id == task_id, self._dialect.exact(task.c.status, str(old))]
+        where = [task.c.id == task_id, self._dialect.exact(task.c.status, str(old)), *extra]
         params: dict[str, Any] = {}
         if attempt is not None:
             where.append(task.c.attempt == attempt)
@@ -337,7 +341,7 @@ class SQLTaskStore(TaskStore):
     def events(self, task_id: int, limit: int = 1000) -> list[TaskEvent]:
         check_bigint("id", task_id)
         query = (sa.select(*EVENT_COLUMNS).where(task_event.c.task_id == task_id)
-                 .order_by(task_event.c.at.desc(), task_event.c.id.desc()).limit(max(0, limit)))
+                 .order_by(task_event.c.id.desc()).limit(max(0, limit)))  # commit order: the (task_id, id) index
         with self._db() as conn:
             rows = conn.execute(query).all()
         return [to_event(r) for r in reversed(rows)]

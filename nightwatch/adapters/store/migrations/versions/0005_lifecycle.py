@@ -6,6 +6,13 @@ The columns are added without rewriting the user's table: ALGORITHM=INSTANT on M
 constant default (a catalogue change only). The index is built as 0004's is: CONCURRENTLY on
 PostgreSQL, ALGORITHM=INPLACE, LOCK=NONE on MariaDB/MySQL.
 
+Rows that finished before this revision get ``finished_at = updated_at``: without it, the
+user's reset of such a row to ``Normal`` would look like a task never run, and attempt 1's
+finished Job would be adopted (its old result copied back). The backfill runs after the
+columns are committed, in batches of ``BACKFILL_BATCH`` ids, each statement committing on
+its own, so no statement locks many of the user's rows or holds them for long. The
+``--sql`` script has one plain UPDATE instead.
+
 Revision ID: 0005
 Revises: 0004
 """
@@ -48,11 +55,14 @@ COLUMNS: dict[str, tuple[str, str, Callable[[], sa.Column[Any]]]] = {
                     lambda: sa.Column("finished_at", sa.DateTime(), nullable=True)),
 }
 _MYSQL_REFUSED = (1845, 1846)  # this ALGORITHM / LOCK is not supported for the operation
+BACKFILL_BATCH = 5_000  # ids per UPDATE of the finished_at backfill
+FINISHED = ("Succeeded", "Failed", "Cancelled")
 
 
 def upgrade() -> None:
     d = dialect()
     _add_columns(d)
+    _backfill_finished_at(d)
     _event_table()
     if d == "postgresql" and not offline() and invalid_postgres_index(NAMESPACE_INDEX):
         _drop_index(d)
@@ -83,6 +93,33 @@ def _add_columns(d: str) -> None:
     else:
         for c in missing:
             op.add_column("task", COLUMNS[c][2]())
+
+
+def _backfill_finished_at(d: str) -> None:
+    """``finished_at = updated_at`` on the rows already finished (their status byte for byte:
+    MariaDB/MySQL's collation would also match ``failed`` or ``Failed ``)."""
+    finished = ", ".join(f"'{s}'" for s in FINISHED)
+    where = f"status IN ({finished}) AND finished_at IS NULL"
+    if d == "mysql":
+        where += f" AND CAST(status AS BINARY) IN ({finished})"
+    # updated_at set to itself: MariaDB/MySQL's ON UPDATE CURRENT_TIMESTAMP would move it
+    update = "UPDATE task SET finished_at = updated_at" + (", updated_at = updated_at" if d == "mysql" else "")
+    with op.get_context().autocommit_block():  # after the columns' commit: no lock of theirs is held
+        if offline():
+            op.execute(f"{update} WHERE {where}")
+            return
+        config = op.get_context().config
+        batch = int(config.attributes.get("backfill_batch", BACKFILL_BATCH)) if config else BACKFILL_BATCH
+        bind, after = op.get_bind(), None
+        while True:  # keyset batches: gaps in the ids cost nothing
+            start = "" if after is None else f" WHERE id > {int(after)}"
+            last = bind.execute(sa.text(f"SELECT id FROM task{start} ORDER BY id"
+                                        f" LIMIT 1 OFFSET {batch - 1}")).scalar()
+            span = ([] if after is None else [f"id > {int(after)}"]) + ([] if last is None else [f"id <= {int(last)}"])
+            bind.execute(sa.text(f"{update} WHERE {' AND '.join([*span, where])}"))
+            if last is None:
+                return
+            after = last
 
 
 def _event_table() -> None:
