@@ -4,6 +4,8 @@ reading of the API server's error answers, and the lines of a streamed answer.""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,7 +13,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from nightwatch.adapters.jobs._log_lines import LINE_LIMIT, lines
-from nightwatch.domain.errors import BackendUnavailableError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError
 from nightwatch.domain.ports import Clock
 
 try:
@@ -24,9 +26,10 @@ except ImportError as e:  # pragma: no cover - the package is a declared depende
         "jobs.backend: kubernetes needs the official client: pip install 'kubernetes>=31,<38'"
     ) from e
 
-__all__ = ["ApiException", "TokenBucket", "is_forbidden", "is_refusal", "k8s", "k8s_config", "retry_after",
-           "status_of", "stream_lines", "urllib3"]
+__all__ = ["ApiException", "TokenBucket", "configuration", "is_forbidden", "is_refusal", "k8s", "k8s_config",
+           "retry_after", "status_of", "stream_lines", "urllib3"]
 
+logger = logging.getLogger("nightwatch.adapters.jobs.kubernetes")
 CHUNK = 16 * 1024  # bytes read at a time from a streamed log
 
 
@@ -113,3 +116,31 @@ def retry_after(e: ApiException) -> float | None:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+def configuration(kubeconfig: str | None, context: str | None) -> k8s.Configuration:
+    """The client configuration (never the client's global default): in-cluster, or a kubeconfig."""
+    cfg = k8s.Configuration()
+    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    source = "the in-cluster service account" if in_cluster else (
+        kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    )
+    try:
+        if in_cluster:
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                # the client splits a $KUBECONFIG list on ":" and expands each path itself
+                config_file=source, context=context,
+                client_configuration=cfg, persist_config=False,
+            )
+    except (k8s_config.ConfigException, OSError, ValueError) as e:
+        raise ConfigError(
+            f"jobs.kubernetes: cannot load the client configuration from {source}"
+            f"{f' (context {context!r})' if context else ''}: {e}"
+        ) from e
+    # No urllib3 retries (not even its default 3): never block a cycle retrying.
+    cfg.retries = urllib3.Retry(total=0, redirect=0, raise_on_status=False)
+    cfg.connection_pool_maxsize = 32  # the task watcher's workers share the pool
+    logger.info("kubernetes job gateway: API server %s (config from %s)", cfg.host, source)
+    return cfg
