@@ -230,7 +230,7 @@ class NamespaceWatch:
                 request, self.namespace, label_selector=WORKING_SELECTOR, resource_version=self._rv,
                 allow_watch_bookmarks=True, timeout_seconds=server_timeout, _request_timeout=self._timeouts)
             for event in events:
-                if self._stopped.is_set():
+                if self._stopped.is_set() or self.idle:  # (bookmarks come even when nothing changes)
                     break
                 self._apply(event)
         except (urllib3.exceptions.HTTPError, OSError) as e:

@@ -111,7 +111,7 @@ class KubernetesJobGateway(JobGateway):
             raise ConfigError("jobs.kubernetes.pending_fatal_grace must be a positive duration")
         if resync <= 0:
             raise ConfigError("jobs.kubernetes.resync must be a positive duration")
-        self.pending_fatal_grace = float(pending_fatal_grace)
+        self.pending_fatal_grace, self.resync = float(pending_fatal_grace), float(resync)
         self._kubeconfig = kubeconfig
         self._context = context
         self._timeout = float(request_timeout)
