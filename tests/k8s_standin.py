@@ -510,7 +510,7 @@ class ApiStandIn:
 
     def _watch(self, namespace: str, query: dict[str, str]) -> Any:
         rv = int(query.get("resourceVersion") or 0)
-        if not self.watches.check(rv) and self.watches.expire_as == "http":
+        if not self.watches.check(rv, self.rv) and self.watches.expire_as == "http":
             raise StandInError(410, "Expired", gone(rv)["message"])
         with self._mutex:
             if rv == 0:  # "any": start from now (nightwatch always LISTs first)
@@ -950,9 +950,20 @@ def main() -> None:
     parser.add_argument("--start-after", type=float, default=0.5)
     parser.add_argument("--finish-after", type=float, default=3.0)
     parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--bookmark-every", type=float, default=1.0, help="seconds between watch bookmarks")
+    parser.add_argument("--seed-running", type=int, default=0, help="running nightwatch Jobs seed-1..N")
+    parser.add_argument("--seed-retired", type=int, default=0, help="then this many finished, retired Jobs")
     args = parser.parse_args()
-    standin = ApiStandIn(namespaces=args.namespace or ["default"], start_after=args.start_after,
-                         finish_after=args.finish_after, fault_rate=args.fault_rate).start()
+    standin = ApiStandIn(namespaces=args.namespace or ["default"],
+                         start_after=None if args.start_after < 0 else args.start_after,
+                         finish_after=None if args.finish_after < 0 else args.finish_after,
+                         fault_rate=args.fault_rate, bookmark_every=args.bookmark_every)
+    managed = {"app.kubernetes.io/managed-by": "nightwatch"}
+    namespace = (args.namespace or ["default"])[0]
+    standin.seed(namespace, args.seed_running, labels=managed, finished=False)
+    standin.seed(namespace, args.seed_retired, labels={**managed, "nightwatch.io/done": "true"},
+                 first_id=args.seed_running + 1)
+    standin.start()
     write_kubeconfig(args.kubeconfig, standin)
     print(f"API stand-in on {standin.url}; kubeconfig {args.kubeconfig}", flush=True)
     try:

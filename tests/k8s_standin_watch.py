@@ -81,15 +81,15 @@ class EventLog:
             del self._events[: len(self._events) - self.window]
             self.oldest = self._events[0][0] - 1
 
-    def check(self, rv: int) -> bool:
-        """Whether a watch may start from ``rv`` (else: 410)."""
+    def check(self, rv: int, current: int) -> bool:
+        """Whether a watch may start from ``rv`` (else: 410); the newest one always may."""
         with self._mutex:
-            return rv >= self.oldest
+            return rv >= self.oldest or rv >= current
 
     def stream(self, namespace: str, selector: Selector, rv: int, timeout: float, bookmarks: bool,
                current: Callable[[], int]) -> Iterator[bytes]:
         """JSON lines: the changes after ``rv`` in ``namespace`` until ``timeout`` s have passed."""
-        if not self.check(rv):
+        if not self.check(rv, current()):
             yield _line("ERROR", gone(rv))
             return
         me = next(self._ids)

@@ -422,7 +422,7 @@ def test_a_failure_reads_like_the_local_backend_exit_code_and_last_log_line(
     (logs_path,) = [path for method, path in standin.paths if path.endswith("/log")]
     assert logs_path.startswith("/api/v1/namespaces/default/pods/breaks-")
     assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "exit code 3: oops")}
-    assert standin.requests == {"list": 2, "list_pods": 1, "logs": 1}  # read once, not every cycle
+    assert standin.requests == {"list_pods": 1, "logs": 1}  # read once, not every cycle
 
 
 @pytest.mark.parametrize(("script", "expected"), [

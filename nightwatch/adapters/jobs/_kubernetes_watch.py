@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from nightwatch.adapters.jobs._kubernetes_api import ApiException, k8s, status_of, urllib3
+from nightwatch.adapters.jobs.manifest import job_state
 from nightwatch.domain.constants import ATTEMPT_LABEL, TASK_ID_LABEL, WORKING_SELECTOR
 from nightwatch.domain.errors import BackendUnavailableError
 
@@ -43,11 +44,12 @@ Connect = Callable[[str], None]  # the gateway's bookkeeping for one watch reque
 
 
 def slim(job: dict[str, Any]) -> dict[str, Any]:
-    """Only what ``job_state``, ``not_ready``, ``belongs_to`` and ``pods_of`` read of a Job."""
+    """Only what ``job_state``, ``not_ready``, ``belongs_to`` and ``pods_of`` read of a Job, and
+    its ``job_state`` under ``"state"`` (worked out once per change, not once per cycle)."""
     meta = job.get("metadata") or {}
     labels = meta.get("labels") or {}
     status = job.get("status") or {}
-    return {
+    small: dict[str, Any] = {
         "metadata": {"name": meta.get("name", ""), "uid": meta.get("uid", ""),
                      "labels": {k: labels[k] for k in _KEEP_LABELS if k in labels}},
         "spec": {"suspend": bool((job.get("spec") or {}).get("suspend"))},
@@ -55,6 +57,8 @@ def slim(job: dict[str, Any]) -> dict[str, Any]:
                    "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
                                   for c in status.get("conditions") or []]},
     }
+    small["state"] = job_state(small)
+    return small
 
 
 class NamespaceWatch:
@@ -168,6 +172,8 @@ class NamespaceWatch:
             delay = min(BACKOFF_MAX, delay * 2)
 
     def _broken(self, message: str) -> None:
+        if self._stopped.is_set():
+            return
         with self._mutex:
             first = self._error is None or not self.settled.is_set()
             self._error = message

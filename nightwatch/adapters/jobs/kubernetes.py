@@ -330,7 +330,7 @@ class KubernetesJobGateway(JobGateway):
             known = {uid: state for (ns, uid), state in self._failures.items() if ns == namespace}
         failed, waiting = [], []
         for task_id, (task, job) in found.items():
-            state = job_state(job)
+            state = job.get("state") or job_state(job)  # the watch's cache has it worked out
             uid = (job.get("metadata") or {}).get("uid") or ""
             if state.phase is JobPhase.FAILED:
                 state = known.get(uid) or state
