@@ -12,6 +12,12 @@ every ``resync`` as a safety net. The cache keeps, per Job, only what ``manifest
 the pod code read. Not synced yet, or its LIST or reconnect failing: the namespace is broken and
 ``jobs()`` raises BackendUnavailableError (its tasks are then reported Unknown). A namespace not
 asked about for ``idle_after`` is no longer watched. Every wait is interruptible by ``close()``.
+
+The request given to ``Watch.stream`` is a closure without a docstring, so on every client
+release of the supported range (31-37) the events come back as plain dicts (no model decoding),
+and this module keeps the resourceVersion itself, bookmarks included: it does not depend on the
+client's own tracking (which ignored BOOKMARK events before 32) nor on its retry after a 410
+(off, since ``timeout_seconds`` is given), so no narrower version pin is needed.
 """
 
 from __future__ import annotations
