@@ -13,7 +13,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from nightwatch.adapters.jobs._log_lines import LINE_LIMIT, lines
-from nightwatch.domain.errors import BackendUnavailableError, ConfigError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, JobRejectedError
+from nightwatch.domain.model import Task
 from nightwatch.domain.ports import Clock
 
 try:
@@ -27,10 +28,14 @@ except ImportError as e:  # pragma: no cover - the package is a declared depende
     ) from e
 
 __all__ = ["ApiException", "TokenBucket", "configuration", "is_forbidden", "is_refusal", "k8s", "k8s_config",
-           "retry_after", "status_of", "stream_lines", "urllib3"]
+           "retry_after", "status_of", "stream_lines", "translate", "urllib3"]
 
 logger = logging.getLogger("nightwatch.adapters.jobs.kubernetes")
-CHUNK = 16 * 1024  # bytes read at a time from a streamed log
+CHUNK = 16 * 1024
+# Refusals that are the task's own fault: fail it with the API server's message.
+# 401 (bad credentials), 408, 409 other than AlreadyExists, 429 and 5xx are transient; a 403
+# quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
+_PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})  # bytes read at a time from a streamed log
 
 
 class TokenBucket:
@@ -144,3 +149,17 @@ def configuration(kubeconfig: str | None, context: str | None) -> k8s.Configurat
     cfg.connection_pool_maxsize = 32  # the task watcher's workers share the pool
     logger.info("kubernetes job gateway: API server %s (config from %s)", cfg.host, source)
     return cfg
+
+
+def translate(verb: str, task: Task | None, e: ApiException, *, permanent: bool, namespace: str = "") -> Exception:
+    """An API error as nightwatch's: JobRejectedError for a refusal that is the task's own fault
+    (``permanent`` calls only), else BackendUnavailableError (with Retry-After on a 429)."""
+    status = status_of(e)
+    message = status.get("message") or f"HTTP {e.status} {e.reason or ''}".strip()
+    if permanent and e.status in _PERMANENT and is_refusal(e, status, message):
+        return JobRejectedError(message)
+    where = f"{task.namespace}/{task.job_name}" if task else f"namespace {namespace}"
+    return BackendUnavailableError(
+        f"Kubernetes API {verb} ({where}) answered {e.status}: {message}",
+        retry_after=retry_after(e) if e.status == 429 else None,
+    )

@@ -43,11 +43,10 @@ from nightwatch.adapters.jobs._kubernetes_api import (
     TokenBucket,
     configuration,
     is_forbidden,
-    is_refusal,
     k8s,
-    retry_after,
     status_of,
     stream_lines,
+    translate,
     urllib3,
 )
 from nightwatch.adapters.jobs._kubernetes_pods import (
@@ -76,10 +75,6 @@ from nightwatch.domain.ports import Clock, JobGateway, LaunchOutcome
 
 logger = logging.getLogger(__name__)
 
-# Refusals that are the task's own fault: fail it with the API server's message.
-# 401 (bad credentials), 408, 409 other than AlreadyExists, 429 and 5xx are transient; a 403
-# quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
-_PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})
 FOLLOW_READ_TIMEOUT = 24 * 3600.0  # seconds a followed log may stay quiet
 
 
@@ -506,18 +501,7 @@ class KubernetesJobGateway(JobGateway):
         except ValueError as e:
             raise BackendUnavailableError(f"Kubernetes API {verb}: the answer is not JSON: {e}") from e
 
-    def _translate(
-        self, verb: str, task: Task | None, e: ApiException, *, permanent: bool, namespace: str = ""
-    ) -> Exception:
-        status = status_of(e)
-        message = status.get("message") or f"HTTP {e.status} {e.reason or ''}".strip()
-        if permanent and e.status in _PERMANENT and is_refusal(e, status, message):
-            return JobRejectedError(message)
-        where = f"{task.namespace}/{task.job_name}" if task else f"namespace {namespace}"
-        return BackendUnavailableError(
-            f"Kubernetes API {verb} ({where}) answered {e.status}: {message}",
-            retry_after=retry_after(e) if e.status == 429 else None,
-        )
+    _translate = staticmethod(translate)
 
     def _batch(self) -> k8s.BatchV1Api:
         with self._mutex:
