@@ -85,7 +85,7 @@ class NamespaceWatch:
         self.settled = threading.Event()  # the first LIST answered (or failed)
         self._stopped = threading.Event()
         self._mutex = threading.Lock()
-        self._watch: Any = None
+        self._watch = k8s_watch.Watch()  # type: ignore[no-untyped-call]  # one for every stream
         self.used = time.monotonic()
         self.lists = self.streams = 0  # LISTs done, watch requests made (for tests and figures)
         self.streaming = False  # a watch request is connected
@@ -131,9 +131,7 @@ class NamespaceWatch:
 
     def stop(self, wait: float = 0.0) -> None:
         self._stopped.set()
-        watch = self._watch
-        if watch is not None:
-            watch.stop()  # shuts the socket down: a blocked read returns at once
+        self._watch.stop()  # type: ignore[no-untyped-call]  # shuts the socket: a blocked read returns
         if wait:
             self._thread.join(wait)
 
@@ -228,6 +226,8 @@ class NamespaceWatch:
 
         def request(*args: Any, **kwargs: Any) -> Any:  # no docstring: Watch yields plain dicts
             nonlocal connected
+            if self._stopped.is_set():  # closed while reconnecting
+                raise BackendUnavailableError("the Kubernetes job gateway is closed")
             self._connect("watch")
             response = batch.list_namespaced_job(*args, **kwargs)
             connected = self.streaming = True
@@ -235,7 +235,7 @@ class NamespaceWatch:
                 self._error = None
             return response
 
-        watch = self._watch = k8s_watch.Watch()  # type: ignore[no-untyped-call]
+        watch = self._watch
         self.streams += 1
         try:
             events = watch.stream(  # type: ignore[no-untyped-call]
@@ -250,7 +250,7 @@ class NamespaceWatch:
                 raise BackendUnavailableError(f"cannot watch: {e}") from e
             raise
         finally:
-            self._watch, self.streaming = None, False
+            self.streaming = False
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
