@@ -24,8 +24,13 @@ makes, answered as the real server answers them.
   (``start_after``/``finish_after`` seconds after creation; ``fails(job)`` picks the outcome,
   by default a Job whose command is ``false`` fails) or by explicit ``start``/``finish`` calls;
   ``delete_job`` removes one behind nightwatch's back;
-- ``requests`` counts requests by verb (``create``, ``get``, ``list``, ``delete``,
-  ``list_pods``, ``logs``), ``paths`` by (HTTP method, path without the query), and
+- ``?watch=1`` on the Job list: a stream of ADDED/MODIFIED/DELETED/BOOKMARK events as JSON
+  lines, with expiring resourceVersions (410), cut and stalled streams and a dropped event on
+  demand (``k8s_standin_watch``; ``watches`` is its event log); ``PATCH`` of a Job (JSON
+  Patch, merge or strategic merge patch, as the client sends); ``delete_namespace``; ``seed``
+  loads many Jobs at once (benchmarks);
+- ``requests`` counts requests by verb (``create``, ``get``, ``list``, ``watch``, ``patch``,
+  ``delete``, ``list_pods``, ``logs``), ``paths`` by (HTTP method, path without the query), and
   ``created`` counts successful creations per (namespace, name).
 
 ``write_kubeconfig`` writes a kubeconfig for it, so tests go through the real client, its
@@ -51,6 +56,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+from k8s_standin_watch import EventLog, StreamCut, gone, json_patch, merge_patch
 from kubernetes.utils.quantity import parse_quantity
 
 from nightwatch.adapters.clock import SystemClock
@@ -109,6 +115,7 @@ class ApiStandIn:
         retry_after: int = 1,
         seed: int = 0,
         latency: float = 0.0,
+        bookmark_every: float = 0.05,  # seconds between BOOKMARK events on a watch that asked for them
     ) -> None:
         self.namespaces = set(namespaces)
         self.forbidden = set(forbidden)
@@ -139,6 +146,9 @@ class ApiStandIn:
         self.received: list[dict[str, Any]] = []  # bodies of accepted creates, as sent
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self.watches = EventLog(self._mutex)
+        self.watches.bookmark_every = bookmark_every
+        self._moving: set[tuple[str, str]] = set()  # Jobs the time rule may still move
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -152,9 +162,25 @@ class ApiStandIn:
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="k8s-standin",
                                         daemon=True)
         self._thread.start()
+        if self.start_after is not None or self.finish_after is not None:
+            threading.Thread(target=self._tick, name="k8s-standin-tick", daemon=True).start()
         return self
 
+    def _tick(self) -> None:
+        """Move Jobs by the time rule as they are due, so watches see them change."""
+        while not self.watches.closed.wait(0.02):
+            self.tick()
+
+    def tick(self) -> None:
+        """Move the Jobs that are due by the time rule now (the ticker does it every 20 ms)."""
+        with self._mutex:
+            for key in list(self._moving):
+                job = self._jobs.get(key)
+                if job is None or key in self._pinned or _finished(self._progress(key, job)):
+                    self._moving.discard(key)
+
     def stop(self) -> None:
+        self.watches.closed.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -182,8 +208,49 @@ class ApiStandIn:
     def delete_job(self, namespace: str, name: str) -> None:
         """Remove a Job (and its pod) behind nightwatch's back."""
         with self._mutex:
-            del self._jobs[(namespace, name)]
+            self._record("DELETED", (namespace, name), self._jobs.pop((namespace, name)))
             self._drop_pod((namespace, name))
+
+    def delete_namespace(self, namespace: str) -> None:
+        """The namespace and every Job in it go."""
+        with self._mutex:
+            for key in [k for k in self._jobs if k[0] == namespace]:
+                self.delete_job(*key)
+            self.namespaces.discard(namespace)
+
+    def seed(self, namespace: str, count: int, *, labels: dict[str, str], first_id: int = 1,
+             finished: bool = True) -> None:
+        """``count`` Jobs ``seed-<id>`` with ``labels`` (and task ids from ``first_id``), finished or
+        running, without pods or watch events; then every older resourceVersion expires."""
+        with self._mutex:
+            self.namespaces.add(namespace)
+            for task_id in range(first_id, first_id + count):
+                self._rv += 1
+                key = (namespace, f"seed-{task_id}")
+                self._jobs[key] = {
+                    "metadata": {"name": key[1], "namespace": namespace, "uid": str(uuid.uuid4()),
+                                 "resourceVersion": str(self._rv), "creationTimestamp": "2026-01-01T00:00:00Z",
+                                 "labels": {**labels, "nightwatch.io/task-id": str(task_id),
+                                            "nightwatch.io/attempt": "1"}},
+                    "spec": {"backoffLimit": 0, "template": {"spec": {"containers": [{"name": "task"}]}}},
+                    "status": ({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+                               if finished else {"active": 1, "ready": 1}),
+                }
+                self._pinned.add(key)
+            self.watches.expire(self._rv)
+
+    def expire(self) -> None:
+        """Every resourceVersion handed out so far expires: watching from one is 410 Gone."""
+        with self._mutex:
+            self.watches.expire(self._rv)
+
+    def _record(self, kind: str, key: tuple[str, str], job: dict[str, Any],
+                old_labels: dict[str, str] | None = None) -> None:
+        """A change of a Job (under the mutex): the next resourceVersion, an entry in the event log."""
+        self._rv += 1
+        job["metadata"]["resourceVersion"] = str(self._rv)
+        labels = job["metadata"].get("labels") or {}
+        self.watches.record(self._rv, kind, key[0], job, labels if old_labels is None else old_labels)
 
     def script_pod(self, namespace: str, name: str, *, exit_code: int | None = None, reason: str | None = None,
                    pod_reason: str | None = None, pod_message: str = "") -> None:
@@ -248,6 +315,25 @@ class ApiStandIn:
 
         self._set_status(namespace, name, suspended)
 
+    @property
+    def rv(self) -> int:
+        """The newest resourceVersion handed out."""
+        with self._mutex:
+            return self._rv
+
+    def settle(self, gateway: Any, timeout: float = 10.0) -> None:
+        """Wait until every watch of ``gateway`` (a KubernetesJobGateway) is connected, healthy and
+        has seen every change made so far (bookmarks carry the newest resourceVersion)."""
+        self.tick()
+        wanted = self.rv
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            watches = gateway.watches.all()
+            if all(w.healthy and w.streaming and int(w.resource_version or 0) >= wanted for w in watches):
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"the gateway's watches did not catch up with resourceVersion {wanted}")
+
     def reset_counts(self) -> None:
         with self._mutex:
             self.requests.clear()
@@ -267,7 +353,9 @@ class ApiStandIn:
         verb, namespace, name = "other", None, None
         if route:
             namespace, name = route.groups()
-            verb = {"POST": "create", "DELETE": "delete"}.get(method, "get" if name else "list")
+            verb = {"POST": "create", "DELETE": "delete", "PATCH": "patch"}.get(method, "get" if name else "list")
+            if verb == "list" and query.get("watch") in ("1", "true"):
+                verb = "watch"
         elif pods:
             namespace, name, _ = pods.groups()
             verb = "logs" if name else "list_pods"
@@ -293,7 +381,8 @@ class ApiStandIn:
             if fault == "500":
                 raise StandInError(500, "InternalError",
                                    "Internal error occurred: injected fault (etcdserver: leader changed)")
-            code, answer = self._serve(method, verb, namespace, name, query, body)
+            code, answer = self._serve(method, verb, namespace, name, query, body,
+                                       headers.get("Content-Type") or "")
             if fault == "504":  # the request took effect, but its answer is lost
                 raise StandInError(504, "Timeout",
                                    "Timeout: request did not complete within the allotted timeout")
@@ -319,7 +408,7 @@ class ApiStandIn:
         return None
 
     def _serve(self, method: str, verb: str, namespace: str | None, name: str | None,
-               query: dict[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+               query: dict[str, str], body: bytes, content_type: str = "") -> tuple[int, dict[str, Any]]:
         if verb == "list_pods" and method == "GET" and namespace:
             return 200, self._list_pods(namespace, query)
         if verb == "logs" and method == "GET" and namespace and name:
@@ -334,6 +423,10 @@ class ApiStandIn:
             )
         if method == "POST" and name is None and namespace:
             return 201, self._post(namespace, body)
+        if verb == "watch" and namespace:
+            return 200, {"__watch__": self._watch(namespace, query)}
+        if verb == "patch" and namespace and name:
+            return 200, self._patch(namespace, name, body, content_type)
         if method == "GET" and name is None:
             return 200, self._list(namespace, query)
         if method == "GET" and namespace and name:
@@ -356,7 +449,7 @@ class ApiStandIn:
                                                         f"Precondition failed: UID in precondition: {wanted_uid}, "
                                                         f"UID in object meta: {uid}",
                                        {"name": name, "group": "batch", "kind": "jobs"})
-                del self._jobs[(namespace, name)]
+                self._record("DELETED", (namespace, name), self._jobs.pop((namespace, name)))
                 if policy != "Orphan":
                     self._drop_pod((namespace, name))
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
@@ -410,8 +503,48 @@ class ApiStandIn:
         self._jobs[key] = job
         self._born[key] = self.clock.monotonic()
         self._pinned.discard(key)
+        self._moving.add(key)
         self._make_pod(key, job)
+        self.watches.record(self._rv, "ADDED", namespace, job, meta.get("labels") or {})
         return job
+
+    def _watch(self, namespace: str, query: dict[str, str]) -> Any:
+        rv = int(query.get("resourceVersion") or 0)
+        if not self.watches.check(rv, self.rv) and self.watches.expire_as == "http":
+            raise StandInError(410, "Expired", gone(rv)["message"])
+        with self._mutex:
+            if rv == 0:  # "any": start from now (nightwatch always LISTs first)
+                rv = self._rv
+        return self.watches.stream(namespace, _parse_selector(query.get("labelSelector", "")), rv,
+                                   float(query.get("timeoutSeconds") or 1800),
+                                   query.get("allowWatchBookmarks") in ("1", "true"), lambda: self._rv)
+
+    def _patch(self, namespace: str, name: str, body: bytes, content_type: str) -> dict[str, Any]:
+        """Labels and annotations only (all nightwatch patches): JSON Patch or merge patch."""
+        with self._mutex:
+            job = self._jobs.get((namespace, name))
+            if job is None:
+                raise _not_found(name)
+            patched = deepcopy(job)
+            try:
+                ops = json.loads(body)
+                if "json-patch" in content_type:
+                    json_patch(patched, ops)
+                elif "merge-patch" in content_type:
+                    merge_patch(patched, ops)
+                else:
+                    raise StandInError(415, "UnsupportedMediaType", f"the body of the request was in an unknown "
+                                                                    f"format - accepted media types include: ... "
+                                                                    f"(got {content_type!r})")
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                raise StandInError(422, "Invalid", f'Job.batch "{name}" is invalid: {e}') from None
+            old_labels = dict(job["metadata"].get("labels") or {})
+            job["metadata"]["labels"] = patched["metadata"].get("labels") or {}
+            job["metadata"]["annotations"] = patched["metadata"].get("annotations") or {}
+            if not job["metadata"]["annotations"]:
+                del job["metadata"]["annotations"]
+            self._record("MODIFIED", (namespace, name), job, old_labels)
+            return deepcopy(job)
 
     # -- pods ------------------------------------------------------------------------------
 
@@ -553,6 +686,7 @@ class ApiStandIn:
         self._sync_pod(key, job)
         if key in self._pinned or job["spec"].get("suspend") or _finished(job):
             return job
+        before = job["status"]
         age = self.clock.monotonic() - self._born.get(key, self.clock.monotonic())
         if self.finish_after is not None and age >= self.finish_after:
             job["status"] = (self._failed_status(job, "BackoffLimitExceeded",
@@ -561,6 +695,8 @@ class ApiStandIn:
         elif self.start_after is not None and age >= self.start_after and not job["status"].get("active"):
             job["status"] = self._running_status(job)
         self._sync_pod(key, job)
+        if job["status"] is not before:
+            self._record("MODIFIED", key, job)
         return job
 
     def _set_status(self, namespace: str, name: str, make: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
@@ -569,8 +705,7 @@ class ApiStandIn:
             job["status"] = make(job)
             self._sync_pod((namespace, name), job)
             self._pinned.add((namespace, name))
-            self._rv += 1
-            job["metadata"]["resourceVersion"] = str(self._rv)
+            self._record("MODIFIED", (namespace, name), job)
 
     def _running_status(self, job: dict[str, Any]) -> dict[str, Any]:
         return {"active": 1, "ready": 1, "terminating": 0, "startTime": _rfc3339(self.clock.now()),
@@ -697,6 +832,7 @@ def _validate(job: dict[str, Any]) -> None:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the watcher's workers and the watches connect at once
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # a client that timed out and hung up is not the stand-in's problem
@@ -713,6 +849,9 @@ class _Handler(BaseHTTPRequestHandler):
         code, answer, extra = self.api.handle(self.command, self.path, self.headers, body)
         if "__log__" in answer:
             self._send_log(answer["__log__"])
+            return
+        if "__watch__" in answer:
+            self._send_watch(answer["__watch__"])
             return
         data = json.dumps(answer).encode()
         self.send_response(code)
@@ -741,6 +880,20 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
         except OSError:  # the client stopped reading
+            self.close_connection = True
+
+    def _send_watch(self, events: Iterable[bytes]) -> None:
+        """A watch: JSON lines, chunked, until it ends (or is cut: the socket closes mid-answer)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for line in events:
+                self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+        except (OSError, StreamCut):
             self.close_connection = True
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _answer
@@ -797,9 +950,20 @@ def main() -> None:
     parser.add_argument("--start-after", type=float, default=0.5)
     parser.add_argument("--finish-after", type=float, default=3.0)
     parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--bookmark-every", type=float, default=1.0, help="seconds between watch bookmarks")
+    parser.add_argument("--seed-running", type=int, default=0, help="running nightwatch Jobs seed-1..N")
+    parser.add_argument("--seed-retired", type=int, default=0, help="then this many finished, retired Jobs")
     args = parser.parse_args()
-    standin = ApiStandIn(namespaces=args.namespace or ["default"], start_after=args.start_after,
-                         finish_after=args.finish_after, fault_rate=args.fault_rate).start()
+    standin = ApiStandIn(namespaces=args.namespace or ["default"],
+                         start_after=None if args.start_after < 0 else args.start_after,
+                         finish_after=None if args.finish_after < 0 else args.finish_after,
+                         fault_rate=args.fault_rate, bookmark_every=args.bookmark_every)
+    managed = {"app.kubernetes.io/managed-by": "nightwatch"}
+    namespace = (args.namespace or ["default"])[0]
+    standin.seed(namespace, args.seed_running, labels=managed, finished=False)
+    standin.seed(namespace, args.seed_retired, labels={**managed, "nightwatch.io/done": "true"},
+                 first_id=args.seed_running + 1)
+    standin.start()
     write_kubeconfig(args.kubeconfig, standin)
     print(f"API stand-in on {standin.url}; kubeconfig {args.kubeconfig}", flush=True)
     try:

@@ -182,7 +182,7 @@ SCHEMA: dict[str, Any] = {
         "kubernetes": {"kubeconfig": text(null_ok=True), "context": text(null_ok=True), "qps": number(0.1),
                        "burst": integer(1),
                        "request_timeout": duration_up_to(60.0, "the API server's default limit on a request"),
-                       "forbidden_grace": duration, "pending_fatal_grace": duration},
+                       "forbidden_grace": duration, "pending_fatal_grace": duration, "resync": duration},
     },
     "history": {"retention": duration},
     "watchers": "*watchers",

@@ -110,7 +110,7 @@ def kubernetes_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock)
     return _adapter("jobs.kubernetes", "KubernetesJobGateway", "kubernetes")(
         kubeconfig=cfg.get("kubeconfig"), context=cfg.get("context"), qps=cfg["qps"], burst=cfg["burst"],
         request_timeout=cfg["request_timeout"], forbidden_grace=cfg["forbidden_grace"], defaults=defaults,
-        clock=clock, pending_fatal_grace=cfg.get("pending_fatal_grace", 120.0),
+        clock=clock, pending_fatal_grace=cfg.get("pending_fatal_grace", 120.0), resync=cfg.get("resync", 300.0),
     )
 
 

@@ -143,6 +143,11 @@ class TaskLifecycle:
             extra={"task_id": task.id, "from": old.value, "to": new.value, "epoch": ctx.epoch,
                    "attempt": task.attempt},
         )
+        if new.terminal:  # its Job leaves the working set; best effort
+            try:
+                self._gateway.retire(task)
+            except Exception as e:  # noqa: BLE001 - a gateway's bug must not undo a written status
+                logger.warning("task %s: cannot retire its Job: %s", task.id, e, extra={"task_id": task.id})
 
 
 def _reason(task: Task) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -191,6 +191,17 @@ class JobGateway(Protocol):
         Job ends. Memory stays bounded whatever the log's size. JobNotFoundError when there
         is no Job or no log yet; BackendUnavailableError."""
         ...
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """``wake()`` (cheap, thread-safe, never blocking) is called whenever a Job of nightwatch
+        may have changed (a watch event, a local process exiting). Default: never called."""
+        return None
+
+    def retire(self, task: Task) -> None:
+        """Called once after nightwatch wrote a terminal status for the task's current attempt:
+        its Job leaves the working set (Kubernetes: labelled ``nightwatch.io/done=true``, which
+        the list/watch selector excludes). Best effort: a failure is logged, never raised."""
+        return None
 
     def close(self) -> None: ...
 

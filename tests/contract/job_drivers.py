@@ -228,6 +228,12 @@ class KubernetesDriver(JobDriver):
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
+        self._settle()
+
+    def _settle(self) -> None:
+        """The gateways' watches have seen what the stand-in did so far (they lag by a few ms)."""
+        for gateway in self.gateways:
+            self.standin.settle(gateway)
 
     def runs(self, gateway: JobGateway, task: Task, marker: Path) -> int:
         return self.standin.created[(task.namespace, task.job_name)]
@@ -242,6 +248,7 @@ class KubernetesDriver(JobDriver):
 
     def delete(self, gateway: JobGateway, task: Task) -> None:
         self.standin.delete_job(task.namespace, task.job_name)
+        self._settle()
 
     def output_spec(self, output: Sequence[str], *, seconds: float = 0.0) -> JobSpec:
         return JobSpec(image="busybox", command=("sleep",), args=(str(seconds or 1),))
@@ -251,6 +258,7 @@ class KubernetesDriver(JobDriver):
 
     def finish(self, gateway: JobGateway, task: Task) -> None:
         self.standin.finish(task.namespace, task.job_name)
+        self._settle()
 
     def disable_attempt_check(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(kubernetes_module, "belongs_to", _same_task)

@@ -298,11 +298,17 @@ def test_observe_lists_each_namespace_in_pages_and_never_gets(kubeconfig: Path, 
                      "metadata": {"name": "unmanaged", "namespace": "default"},
                      "spec": {"template": {"spec": {"restartPolicy": "Never",
                                                     "containers": [{"name": "c", "image": "x"}]}}}})
-    states = g.observe(tasks)
-    assert len(states) == 300 and set(states.values()) == {JobState(JobPhase.RUNNING)}
-    # 200 Jobs in default (2 pages of 100), 100 in other (1 page) -- and not one GET.
-    assert standin.requests == {"list": 3}
-    assert g.requests == {("list", "200"): 3}
+    try:
+        states = g.observe(tasks)
+        assert len(states) == 300 and set(states.values()) == {JobState(JobPhase.RUNNING)}
+        standin.settle(g)
+        # 200 Jobs in default (2 pages of 100), 100 in other (1 page), then one watch in each --
+        # and not one GET; later cycles read the watched cache: no call at all.
+        assert standin.requests == {"list": 3, "watch": 2}
+        assert g.requests == {("list", "200"): 3, ("watch", "open"): 2}
+        assert g.observe(tasks) == states and standin.requests == {"list": 3, "watch": 2}
+    finally:
+        g.close()
 
 
 def test_list_failure_is_transient(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
@@ -312,6 +318,7 @@ def test_list_failure_is_transient(gateway: KubernetesJobGateway, standin: ApiSt
     # not observed, so neither a status change nor "missing": the watcher leaves the task alone
     assert state.phase is JobPhase.UNKNOWN and "answered 500" in state.message
     standin.fault_rate = 0.0
+    standin.settle(gateway)  # the watch recovers (retried with backoff)
     standin.namespaces.add("locked")
     standin.forbidden.add("locked")  # a RoleBinding removed for one namespace only
     other = task(2, name="other-task", namespace="locked", status="Running")
@@ -326,9 +333,10 @@ def test_list_failure_is_transient(gateway: KubernetesJobGateway, standin: ApiSt
 def test_rate_limit_honours_qps_and_burst(kubeconfig: Path) -> None:
     g = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=20, burst=5)
     started = time.monotonic()
-    for i in range(15):
-        g.observe([task(i, status="Running")])
+    for i in range(1, 16):
+        launch(g, task(i))
     elapsed = time.monotonic() - started
+    g.close()
     assert 0.4 <= elapsed < 3, elapsed  # 5 at once, then 10 more at 20/s = 0.5 s
 
 
@@ -405,14 +413,16 @@ def test_a_failure_reads_like_the_local_backend_exit_code_and_last_log_line(
     standin.script_pod("default", "breaks", exit_code=3)
     standin.write_log("default", "breaks", "starting\n" + "x" * 5000 + "\noops\n")
     standin.finish("default", "breaks", ok=False)
+    gateway.watches.start(["default"])
+    standin.settle(gateway)
     standin.reset_counts()
 
     assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "exit code 3: oops")}
-    assert standin.requests == {"list": 1, "list_pods": 1, "logs": 1}
+    assert standin.requests == {"list_pods": 1, "logs": 1}  # the Job from the watched cache
     (logs_path,) = [path for method, path in standin.paths if path.endswith("/log")]
     assert logs_path.startswith("/api/v1/namespaces/default/pods/breaks-")
     assert gateway.observe([t]) == {1: JobState(JobPhase.FAILED, "exit code 3: oops")}
-    assert standin.requests == {"list": 2, "list_pods": 1, "logs": 1}  # read once, not every cycle
+    assert standin.requests == {"list_pods": 1, "logs": 1}  # read once, not every cycle
 
 
 @pytest.mark.parametrize(("script", "expected"), [
@@ -475,8 +485,10 @@ def test_a_pod_that_gets_its_image_in_time_is_not_failed(clocked: tuple[Kubernet
     gateway.observe([t])
     clock.advance(100)
     standin.start_job("default", "slow-pull")
+    standin.settle(gateway)
     assert gateway.observe([t]) == {1: JobState(JobPhase.RUNNING)}
     standin.wait_on("default", "slow-pull", "ErrImagePull", "again")  # a new wait starts its own grace
+    standin.settle(gateway)
     clock.advance(100)
     assert gateway.observe([t]) == {1: JobState(JobPhase.PENDING)}
     assert standin.job("default", "slow-pull") is not None
@@ -486,6 +498,7 @@ def test_cancel_is_one_delete_in_the_background(gateway: KubernetesJobGateway, s
     t = task(1, "long", status="Running")
     launch(gateway, t)
     gateway.observe([t])  # as the task watcher does every cycle: the Job's uid is known
+    standin.settle(gateway)
     standin.reset_counts()
 
     gateway.cancel(t)
@@ -519,19 +532,23 @@ def test_observing_fifty_tasks_costs_no_call_per_task(clocked: tuple[KubernetesJ
         standin.finish("default", t.name, ok=False)
     for t in tasks[5:10]:
         standin.wait_on("default", t.name)
+    gateway.watches.start(["default"])
+    standin.settle(gateway)
     standin.reset_counts()
     cycles = [dict(standin.requests)]
     for _ in range(5):
+        standin.settle(gateway)
         gateway.observe(tasks)
         cycles.append(dict(standin.requests))
         clock.advance(30)
     per_cycle = [{k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) != before.get(k, 0)}
                  for before, after in zip(cycles, cycles[1:], strict=False)]
     print("requests per observe of 50 tasks:", per_cycle)
-    assert per_cycle[0] == {"list": 1, "list_pods": 1, "logs": 5}  # the failed Jobs' logs, once each
-    assert per_cycle[1:4] == [{"list": 1, "list_pods": 1}] * 3  # the 5 stuck pods: one LIST
-    assert per_cycle[4] == {"list": 1, "list_pods": 1, "delete": 5}  # past the 2 min grace
-    assert gateway.observe(tasks) and standin.requests["list"] == 6
+    # the Jobs come from the watched cache: no LIST of Jobs in any cycle
+    assert per_cycle[0] == {"list_pods": 1, "logs": 5}  # the failed Jobs' logs, once each
+    assert per_cycle[1:4] == [{"list_pods": 1}] * 3  # the 5 stuck pods: one LIST
+    assert per_cycle[4] == {"list_pods": 1, "delete": 5}  # past the 2 min grace
+    assert gateway.observe(tasks) and standin.requests["list"] == 0
     assert standin.requests["list_pods"] == 5  # nothing left to ask pods about
 
 
@@ -585,7 +602,7 @@ def test_logs_are_the_current_attempts_pod(gateway: KubernetesJobGateway, standi
     assert list(gateway.logs(second, tail=1)) == ["still two"]
     assert list(gateway.logs(first)) == ["attempt one"]
     assert standin.requests == {"list_pods": 2, "logs": 2}
-    (sent,) = [path for method, path in standin.paths if path.endswith("/log") and job_name("twice", 2) in path]
+    (sent,) = [path for method, path in standin.paths if path.endswith("/log") and "/pods/" + job_name("twice", 2) + "-" in path]
     assert sent.startswith("/api/v1/namespaces/default/pods/" + job_name("twice", 2) + "-")
     with pytest.raises(JobNotFoundError):
         gateway.logs(replace(first, attempt=3))

@@ -318,10 +318,12 @@ def test_pending_fatal_grace_and_cancel_grace_default_and_reach_the_gateways(tmp
     monkeypatch.delenv("NIGHTWATCH_CONFIG", raising=False)
     defaults = load_config()["jobs"]
     assert defaults["kubernetes"]["pending_fatal_grace"] == 120.0
+    assert defaults["kubernetes"]["resync"] == 300.0
     assert defaults["local"]["cancel_grace"] == 10.0
     for text, attribute, expected in (
         ("jobs: {backend: kubernetes, kubernetes: {pending_fatal_grace: 45s}}\n", "pending_fatal_grace", 45.0),
         ("jobs: {backend: local, local: {cancel_grace: 3s}}\n", "cancel_grace", 3.0),
+        ("jobs: {backend: kubernetes, kubernetes: {resync: 1m}}\n", "resync", 60.0),
     ):
         container = build_container(load_config(write(tmp_path, text)))
         try:

@@ -27,6 +27,7 @@ from nightwatch.app.config import load_config
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 KUBERNETES_ADAPTER = ROOT / "nightwatch" / "adapters" / "jobs" / "kubernetes.py"
+KUBERNETES_WATCH = ROOT / "nightwatch" / "adapters" / "jobs" / "_kubernetes_watch.py"
 SELECTOR_LABELS = {"app.kubernetes.io/name": "nightwatch"}  # as before: a Deployment's selector is immutable
 API_TOKEN = "t" * 64
 RECOMMENDED_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
@@ -196,14 +197,19 @@ def test_roles_grant_exactly_the_verbs_the_kubernetes_adapter_calls(tmp_path: Pa
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     # every API call of the adapter goes through self._call("<verb>", <client method>, ...) or,
     # streamed, self._open("<verb>", task, <client method>, ...)
+    sources = KUBERNETES_ADAPTER.read_text() + KUBERNETES_WATCH.read_text()
     methods = set(re.findall(r'self\._(?:call|open)\(\s*"\w+",\s*(?:task,\s*)?[\w.()]*?\.(\w+_namespaced_\w+)\b',
-                             KUBERNETES_ADAPTER.read_text()))
+                             sources))
     permission = {  # client method -> (API group, resource, verb)
         "create_namespaced_job": ("batch", "jobs", "create"), "read_namespaced_job": ("batch", "jobs", "get"),
         "list_namespaced_job": ("batch", "jobs", "list"), "delete_namespaced_job": ("batch", "jobs", "delete"),
         "list_namespaced_pod": ("", "pods", "list"), "read_namespaced_pod_log": ("", "pods/log", "get"),
+        "patch_namespaced_job": ("batch", "jobs", "patch"),
     }
     assert methods == set(permission), methods  # a new call: add it here and to rbac.yaml
+    # the watch: list_namespaced_job through kubernetes.watch.Watch (watch=true), counted as "watch"
+    assert 'self._connect("watch")' in sources and "batch.list_namespaced_job(" in sources
+    permission["(watch)"] = ("batch", "jobs", "watch")
     needed: dict[tuple[str, str], set[str]] = {}
     for group, resource, verb in permission.values():
         needed.setdefault((group, resource), set()).add(verb)

@@ -4,6 +4,8 @@ reading of the API server's error answers, and the lines of a streamed answer.""
 from __future__ import annotations
 
 import json
+import logging
+import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -11,7 +13,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from nightwatch.adapters.jobs._log_lines import LINE_LIMIT, lines
-from nightwatch.domain.errors import BackendUnavailableError
+from nightwatch.domain.errors import BackendUnavailableError, ConfigError, JobRejectedError
+from nightwatch.domain.model import Task
 from nightwatch.domain.ports import Clock
 
 try:
@@ -24,10 +27,15 @@ except ImportError as e:  # pragma: no cover - the package is a declared depende
         "jobs.backend: kubernetes needs the official client: pip install 'kubernetes>=31,<38'"
     ) from e
 
-__all__ = ["ApiException", "TokenBucket", "is_forbidden", "is_refusal", "k8s", "k8s_config", "retry_after",
-           "status_of", "stream_lines", "urllib3"]
+__all__ = ["ApiException", "TokenBucket", "configuration", "is_forbidden", "is_refusal", "k8s", "k8s_config",
+           "retry_after", "status_of", "stream_lines", "translate", "urllib3"]
 
-CHUNK = 16 * 1024  # bytes read at a time from a streamed log
+logger = logging.getLogger("nightwatch.adapters.jobs.kubernetes")
+CHUNK = 16 * 1024
+# Refusals that are the task's own fault: fail it with the API server's message.
+# 401 (bad credentials), 408, 409 other than AlreadyExists, 429 and 5xx are transient; a 403
+# quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
+_PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})  # bytes read at a time from a streamed log
 
 
 class TokenBucket:
@@ -113,3 +121,45 @@ def retry_after(e: ApiException) -> float | None:
         return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+def configuration(kubeconfig: str | None, context: str | None) -> k8s.Configuration:
+    """The client configuration (never the client's global default): in-cluster, or a kubeconfig."""
+    cfg = k8s.Configuration()
+    in_cluster = kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    source = "the in-cluster service account" if in_cluster else (
+        kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    )
+    try:
+        if in_cluster:
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                # the client splits a $KUBECONFIG list on ":" and expands each path itself
+                config_file=source, context=context,
+                client_configuration=cfg, persist_config=False,
+            )
+    except (k8s_config.ConfigException, OSError, ValueError) as e:
+        raise ConfigError(
+            f"jobs.kubernetes: cannot load the client configuration from {source}"
+            f"{f' (context {context!r})' if context else ''}: {e}"
+        ) from e
+    # No urllib3 retries (not even its default 3): never block a cycle retrying.
+    cfg.retries = urllib3.Retry(total=0, redirect=0, raise_on_status=False)
+    cfg.connection_pool_maxsize = 32  # the task watcher's workers share the pool
+    logger.info("kubernetes job gateway: API server %s (config from %s)", cfg.host, source)
+    return cfg
+
+
+def translate(verb: str, task: Task | None, e: ApiException, *, permanent: bool, namespace: str = "") -> Exception:
+    """An API error as nightwatch's: JobRejectedError for a refusal that is the task's own fault
+    (``permanent`` calls only), else BackendUnavailableError (with Retry-After on a 429)."""
+    status = status_of(e)
+    message = status.get("message") or f"HTTP {e.status} {e.reason or ''}".strip()
+    if permanent and e.status in _PERMANENT and is_refusal(e, status, message):
+        return JobRejectedError(message)
+    where = f"{task.namespace}/{task.job_name}" if task else f"namespace {namespace}"
+    return BackendUnavailableError(
+        f"Kubernetes API {verb} ({where}) answered {e.status}: {message}",
+        retry_after=retry_after(e) if e.status == 429 else None,
+    )

@@ -14,12 +14,15 @@
   operator's error, often a RoleBinding lagging a config change: ``JobForbiddenError``
   (the task stays ``Normal`` and backs off), one warning per namespace, and the task fails
   with the API server's message only once it has been refused for ``forbidden_grace``.
-- Observe costs one paged LIST of Jobs per namespace (label selector, ``limit`` +
-  ``continue``); only when some Job there failed or has active pods none of which is ready,
-  one LIST of pods in that namespace too, and for each failed Job, once, the last lines of its
-  pod's log: the failure then reads ``exit code 3: oops``. A pod waiting in ImagePullBackOff
-  (or another reason in ``FATAL_WAITING``) longer than ``pending_fatal_grace`` fails its task
-  for good (not retryable) and its Job is deleted.
+- Observe reads a cache kept by one LIST + WATCH per namespace with tasks in flight
+  (``_kubernetes_watch``; a full LIST every ``resync``): no API call while the watches are
+  healthy, a broken one reports its namespace's tasks Unknown. Only when some Job there failed
+  or has active pods none of which is ready, one LIST of pods in that namespace, and for each
+  failed Job, once, the last lines of its pod's log: the failure then reads ``exit code 3:
+  oops``. A pod waiting in ImagePullBackOff (or another reason in ``FATAL_WAITING``) longer than
+  ``pending_fatal_grace`` fails its task for good (not retryable) and its Job is deleted.
+- ``retire`` PATCHes ``nightwatch.io/done=true`` on a terminal task's Job: the watches' selector
+  leaves it out, so retained finished Jobs cost nothing per cycle or per re-list.
 - ``cancel`` is one DELETE (propagation Background, precondition: the uid this attempt's Job
   was seen with); ``logs`` reads the current attempt's newest pod's log, streamed.
 - ``requests`` counts every call by (verb, HTTP code or "error") for the metrics.
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,13 +41,12 @@ from nightwatch.adapters.clock import SystemClock
 from nightwatch.adapters.jobs._kubernetes_api import (
     ApiException,
     TokenBucket,
+    configuration,
     is_forbidden,
-    is_refusal,
     k8s,
-    k8s_config,
-    retry_after,
     status_of,
     stream_lines,
+    translate,
     urllib3,
 )
 from nightwatch.adapters.jobs._kubernetes_pods import (
@@ -56,8 +57,9 @@ from nightwatch.adapters.jobs._kubernetes_pods import (
     fatal_waiting,
     pods_of,
 )
+from nightwatch.adapters.jobs._kubernetes_watch import JobWatches, NamespaceWatch
 from nightwatch.adapters.jobs.manifest import belongs_to, build_job_manifest, job_state, not_ready
-from nightwatch.domain.constants import CONTAINER_NAME, MANAGED_SELECTOR, TASK_ID_LABEL
+from nightwatch.domain.constants import CONTAINER_NAME, DONE_LABEL, MANAGED_SELECTOR, TASK_ID_LABEL
 from nightwatch.domain.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -73,10 +75,6 @@ from nightwatch.domain.ports import Clock, JobGateway, LaunchOutcome
 
 logger = logging.getLogger(__name__)
 
-# Refusals that are the task's own fault: fail it with the API server's message.
-# 401 (bad credentials), 408, 409 other than AlreadyExists, 429 and 5xx are transient; a 403
-# quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
-_PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})
 FOLLOW_READ_TIMEOUT = 24 * 3600.0  # seconds a followed log may stay quiet
 
 
@@ -94,6 +92,9 @@ class KubernetesJobGateway(JobGateway):
         page_size: int = 500,
         forbidden_grace: float = 600.0,
         pending_fatal_grace: float = 120.0,
+        resync: float = 300.0,  # a full LIST per watched namespace this often
+        watch_read_timeout: float = 90.0,  # a watch silent this long (no event, no bookmark) is re-made
+        watch_idle_after: float = 120.0,  # a namespace not observed this long is no longer watched
     ) -> None:
         if request_timeout <= 0:
             raise ConfigError("jobs.kubernetes.request_timeout must be a positive duration")
@@ -103,7 +104,9 @@ class KubernetesJobGateway(JobGateway):
             raise ConfigError("jobs.kubernetes.forbidden_grace must be a positive duration")
         if pending_fatal_grace <= 0:
             raise ConfigError("jobs.kubernetes.pending_fatal_grace must be a positive duration")
-        self.pending_fatal_grace = float(pending_fatal_grace)
+        if resync <= 0:
+            raise ConfigError("jobs.kubernetes.resync must be a positive duration")
+        self.pending_fatal_grace, self.resync = float(pending_fatal_grace), float(resync)
         self._kubeconfig = kubeconfig
         self._context = context
         self._timeout = float(request_timeout)
@@ -126,6 +129,11 @@ class KubernetesJobGateway(JobGateway):
         self._fatal: dict[tuple[str, str, int, int], tuple[JobState, float]] = {}  # deleted by us
         self._mutex = threading.Lock()
         self.requests: Counter[tuple[str, str]] = Counter()  # (verb, code) -> calls
+        self._wake: Callable[[], None] = lambda: None
+        self.watches = JobWatches(lambda ns: NamespaceWatch(
+            ns, api=self._batch, call=self._call, connect=self._connecting, page_size=page_size,
+            connect_timeout=self._timeout, read_timeout=watch_read_timeout, resync=resync,
+            idle_after=watch_idle_after, wake=lambda: self._wake()), first_sync=2 * self._timeout)
 
     # -- the port --------------------------------------------------------------------------
 
@@ -143,7 +151,7 @@ class KubernetesJobGateway(JobGateway):
         with self._mutex:
             self._fatal.pop(_key(task), None)
         try:
-            self._call("create", api.create_namespaced_job, task.namespace, manifest)
+            self.watches.put(task.namespace, self._call("create", api.create_namespaced_job, task.namespace, manifest))
         except ApiException as e:
             status = status_of(e)
             if e.status == 409 and status.get("reason") == "AlreadyExists":
@@ -160,13 +168,14 @@ class KubernetesJobGateway(JobGateway):
         for task in tasks:
             wanted[task.namespace][task.job_name] = task
         states: dict[int, JobState] = {}
+        self.watches.start(wanted)
         for namespace, by_name in wanted.items():
             try:
                 states.update(self._observe_namespace(namespace, by_name))
             except BackendUnavailableError as e:
                 # One namespace's failure (say, its RoleBinding was removed) must neither stall
                 # the others nor count its Jobs as missing: report them as not observed.
-                logger.warning("kubernetes job gateway: cannot list Jobs in namespace %s: %s", namespace, e)
+                logger.warning("kubernetes job gateway: cannot read Jobs in namespace %s: %s", namespace, e)
                 unknown = JobState(JobPhase.UNKNOWN, str(e))
                 states.update({task.id: unknown for task in by_name.values()})
         return states
@@ -215,12 +224,34 @@ class KubernetesJobGateway(JobGateway):
                               follow=follow, **kwargs)
         return stream_lines(response)
 
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def retire(self, task: Task) -> None:
+        """Label the current attempt's Job ``nightwatch.io/done=true`` (one PATCH); gone already or
+        failing: logged, never raised (its Job then stays in the working set until deleted)."""
+        try:
+            # a JSON Patch (a list): every client release in the range sends it as json-patch+json;
+            # its "test" makes sure the Job of that name is still this task's
+            self._call("patch", self._batch().patch_namespaced_job, task.job_name, task.namespace, [
+                {"op": "test", "path": _label_path(TASK_ID_LABEL), "value": str(task.id)},
+                {"op": "add", "path": _label_path(DONE_LABEL), "value": "true"}])
+        except ApiException as e:
+            if e.status not in (404, 422):  # gone, or no longer this task's (the "test" failed)
+                logger.warning("task %s: cannot label its Job %s/%s done: %s", task.id, task.namespace,
+                               task.job_name, self._translate("patch", task, e, permanent=False),
+                               extra={"task_id": task.id})
+        except BackendUnavailableError as e:
+            logger.warning("task %s: cannot label its Job %s/%s done: %s", task.id, task.namespace,
+                           task.job_name, e, extra={"task_id": task.id})
+
     def check(self) -> None:
         """Load the client configuration now (no request), so a bad kubeconfig stops start-up."""
         self._batch()
 
     def close(self) -> None:
         self._closed.set()
+        self.watches.close()
         with self._mutex:
             if self._client is not None:
                 self._client.close()  # type: ignore[no-untyped-call]
@@ -283,7 +314,7 @@ class KubernetesJobGateway(JobGateway):
         states: dict[int, JobState] = {}
         found: dict[int, tuple[Task, dict[str, Any]]] = {}
         uids: dict[tuple[str, str, int, int], str] = {}
-        for job in self._list(namespace):
+        for job in self.watches.jobs(namespace):
             meta = job.get("metadata") or {}
             task = by_name.get(meta.get("name", ""))
             if task is not None and belongs_to(meta.get("labels"), task):
@@ -294,7 +325,7 @@ class KubernetesJobGateway(JobGateway):
             known = {uid: state for (ns, uid), state in self._failures.items() if ns == namespace}
         failed, waiting = [], []
         for task_id, (task, job) in found.items():
-            state = job_state(job)
+            state = job.get("state") or job_state(job)  # the watch's cache has it worked out
             uid = (job.get("metadata") or {}).get("uid") or ""
             if state.phase is JobPhase.FAILED:
                 state = known.get(uid) or state
@@ -405,6 +436,7 @@ class KubernetesJobGateway(JobGateway):
         try:
             self._call("delete", self._batch().delete_namespaced_job, task.job_name, task.namespace,
                        body=options)
+            self.watches.forget(task.namespace, task.job_name)
         except ApiException as e:
             if e.status == 404:
                 return
@@ -439,21 +471,11 @@ class KubernetesJobGateway(JobGateway):
             with self._mutex:
                 self.requests[(verb, code)] += 1
 
-    def _list(self, namespace: str) -> Iterator[dict[str, Any]]:
-        """Every nightwatch Job of ``namespace``, one page of ``page_size`` per request."""
-        token: str | None = None
-        while True:
-            try:
-                page = self._call(
-                    "list", self._batch().list_namespaced_job, namespace,
-                    label_selector=MANAGED_SELECTOR, limit=self._page_size, _continue=token,
-                )
-            except ApiException as e:  # nothing here is any one task's fault
-                raise self._translate("list", None, e, permanent=False, namespace=namespace) from e
-            yield from page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue") or None
-            if token is None:
-                return
+    def _connecting(self, verb: str) -> None:
+        """A watch request is about to be made: a rate-limit token, and it is counted."""
+        self._limiter.acquire(self._timeout)
+        with self._mutex:
+            self.requests[(verb, "open")] += 1
 
     def _call(self, verb: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
         """One request: a rate-limit token, a timeout, raw JSON back (no model decoding)."""
@@ -479,18 +501,7 @@ class KubernetesJobGateway(JobGateway):
         except ValueError as e:
             raise BackendUnavailableError(f"Kubernetes API {verb}: the answer is not JSON: {e}") from e
 
-    def _translate(
-        self, verb: str, task: Task | None, e: ApiException, *, permanent: bool, namespace: str = ""
-    ) -> Exception:
-        status = status_of(e)
-        message = status.get("message") or f"HTTP {e.status} {e.reason or ''}".strip()
-        if permanent and e.status in _PERMANENT and is_refusal(e, status, message):
-            return JobRejectedError(message)
-        where = f"{task.namespace}/{task.job_name}" if task else f"namespace {namespace}"
-        return BackendUnavailableError(
-            f"Kubernetes API {verb} ({where}) answered {e.status}: {message}",
-            retry_after=retry_after(e) if e.status == 429 else None,
-        )
+    _translate = staticmethod(translate)
 
     def _batch(self) -> k8s.BatchV1Api:
         with self._mutex:
@@ -510,30 +521,11 @@ class KubernetesJobGateway(JobGateway):
             return self._core_api
 
     def _configuration(self) -> k8s.Configuration:
-        cfg = k8s.Configuration()
-        in_cluster = self._kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        source = "the in-cluster service account" if in_cluster else (
-            self._kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        )
-        try:
-            if in_cluster:
-                k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            else:
-                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
-                    # the client splits a $KUBECONFIG list on ":" and expands each path itself
-                    config_file=source, context=self._context,
-                    client_configuration=cfg, persist_config=False,
-                )
-        except (k8s_config.ConfigException, OSError, ValueError) as e:
-            raise ConfigError(
-                f"jobs.kubernetes: cannot load the client configuration from {source}"
-                f"{f' (context {self._context!r})' if self._context else ''}: {e}"
-            ) from e
-        # No urllib3 retries (not even its default 3): never block a cycle retrying.
-        cfg.retries = urllib3.Retry(total=0, redirect=0, raise_on_status=False)
-        cfg.connection_pool_maxsize = 32  # the task watcher's workers share the pool
-        logger.info("kubernetes job gateway: API server %s (config from %s)", cfg.host, source)
-        return cfg
+        return configuration(self._kubeconfig, self._context)
+
+
+def _label_path(label: str) -> str:
+    return "/metadata/labels/" + label.replace("~", "~0").replace("/", "~1")
 
 
 def _key(task: Task) -> tuple[str, str, int, int]:
