@@ -602,7 +602,8 @@ def test_logs_are_the_current_attempts_pod(gateway: KubernetesJobGateway, standi
     assert list(gateway.logs(second, tail=1)) == ["still two"]
     assert list(gateway.logs(first)) == ["attempt one"]
     assert standin.requests == {"list_pods": 2, "logs": 2}
-    (sent,) = [path for method, path in standin.paths if path.endswith("/log") and "/pods/" + job_name("twice", 2) + "-" in path]
+    pods = "/pods/" + job_name("twice", 2) + "-"
+    (sent,) = [path for method, path in standin.paths if path.endswith("/log") and pods in path]
     assert sent.startswith("/api/v1/namespaces/default/pods/" + job_name("twice", 2) + "-")
     with pytest.raises(JobNotFoundError):
         gateway.logs(replace(first, attempt=3))
