@@ -45,6 +45,10 @@ def test_the_token_and_session_secret_come_from_the_environment_and_are_masked(m
     ("server: {auth: {read: 'yes'}}", "server.auth.read: expected true or false"),
     ("server: {auth: {secure_cookies: 1}}", "server.auth.secure_cookies: expected true or false"),
     ("server: {auth: {session_secret: tooshort}}", "server.auth.session_secret: expected a string of at least 32"),
+    ("server: {auth: {tokens: [change-me-to-openssl-rand-hex-32]}}",
+     "server.auth.tokens[0]: still the example's placeholder"),
+    ("server: {auth: {session_secret: Change-Me-to-openssl-rand-hex-32-xxxxxxx}}",
+     "server.auth.session_secret: still the example's placeholder"),
     ("server: {auth: {colour: red}}", "server.auth.colour: unknown key"),
     ("server: {max_body: 10}", "server.max_body: expected a whole number from 1024"),
 ])
