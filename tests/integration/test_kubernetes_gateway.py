@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -666,3 +667,23 @@ def test_logs_are_the_current_attempts_pod(gateway: KubernetesJobGateway, standi
     assert sent.startswith("/api/v1/namespaces/default/pods/twice-2-")
     with pytest.raises(JobNotFoundError):
         gateway.logs(replace(first, attempt=3))
+
+
+def test_a_followed_log_ends_soon_after_its_stop_is_set(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    t = task(1, "quiet", status="Running")
+    launch(gateway, t)
+    standin.start_job("default", "quiet")
+    standin.write_log("default", "quiet", "hello\n")
+    stop = threading.Event()
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(gateway.logs(t, tail=10, follow=True, stop=stop)))
+    reader.start()
+    wait = time.monotonic() + 10
+    while not got and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert got == ["hello"]  # then nothing more: the Job is quiet, the read would wait (24 h)
+
+    stop.set()
+    reader.join(10)
+    assert not reader.is_alive()  # the stream was shut down, not left waiting for a line
+    assert standin.job("default", "quiet") is not None  # the Job runs on

@@ -28,6 +28,7 @@ __all__ = ["ApiException", "TokenBucket", "is_forbidden", "is_refusal", "k8s", "
            "status_of", "stream_lines", "urllib3"]
 
 CHUNK = 16 * 1024  # bytes read at a time from a streamed log
+STOP_POLL = 0.5  # seconds between two looks at a followed log's stop event
 
 
 class TokenBucket:
@@ -66,14 +67,27 @@ class TokenBucket:
             raise BackendUnavailableError("the Kubernetes job gateway is closed")
 
 
-def stream_lines(response: Any, limit: int = LINE_LIMIT) -> Iterator[str]:
+def stream_lines(response: Any, limit: int = LINE_LIMIT, stop: threading.Event | None = None) -> Iterator[str]:
     """The lines of a streamed answer; the connection goes back to the pool when done (or when
-    the caller stops reading)."""
+    the caller stops reading). With ``stop``: a small thread shuts the socket down within
+    ``STOP_POLL`` s of it being set, so a reader blocked waiting for the next line returns."""
+    done = threading.Event()
+    if stop is not None:
+        def watch() -> None:
+            while not done.wait(STOP_POLL):
+                if stop.is_set():
+                    response.shutdown()  # urllib3 2.3+: unblocks a read in another thread
+                    return
+
+        threading.Thread(target=watch, name="log-stop", daemon=True).start()
     try:
         yield from lines(response.stream(CHUNK), limit)
     except (urllib3.exceptions.HTTPError, OSError) as e:
+        if stop is not None and stop.is_set():
+            return
         raise BackendUnavailableError(f"Kubernetes API logs: the stream broke: {e}") from e
     finally:
+        done.set()
         response.release_conn()
 
 
