@@ -212,9 +212,10 @@ def routes(ctx: Any) -> list[BaseRoute]:
         follow = request.query_params.get("follow", "") in ("1", "true", "yes")
         if ctx.gateway is None:
             raise _fail(503, "this server has no job backend to read logs from")
-        if not follow:
-            lines = ctx.gateway.logs(task, tail=tail, follow=False)
-            return PlainTextResponse("".join(f"{line}\n" for line in lines))
+        if not follow:  # the last MAX_BYTES of the tail, shared for a second by every caller
+            got = ctx.log_tails.tail(task, tail)
+            headers = {"X-Log-Truncated": "1"} if got.truncated else {}
+            return PlainTextResponse("".join(f"{line}\n" for line in got.lines), headers=headers)
         list(ctx.gateway.logs(task, tail=0, follow=False))  # a missing Job or log: 404 before the stream
         if not followers.acquire(blocking=False):  # each stream holds a worker thread while it waits
             raise _fail(503, f"{MAX_FOLLOWERS} logs are followed already: try again later, or without follow")
