@@ -131,6 +131,7 @@ def build_app(ctx: WebContext) -> Starlette:
     handlers: dict[Any, Any] = {HTTPException: _http_error, **api.exception_handlers()}
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.ctx = ctx
+    app.state.session_secret = secret  # auth.py keys the session's token fingerprint with it
     return app
 
 
