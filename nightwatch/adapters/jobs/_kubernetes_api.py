@@ -72,11 +72,14 @@ def stream_lines(response: Any, limit: int = LINE_LIMIT, stop: threading.Event |
     the caller stops reading). With ``stop``: a small thread shuts the socket down within
     ``STOP_POLL`` s of it being set, so a reader blocked waiting for the next line returns."""
     done = threading.Event()
+    shut = threading.Lock()  # a shutdown never hits a connection already back in the pool
     if stop is not None:
         def watch() -> None:
             while not done.wait(STOP_POLL):
                 if stop.is_set():
-                    response.shutdown()  # urllib3 2.3+: unblocks a read in another thread
+                    with shut:
+                        if not done.is_set():
+                            response.shutdown()  # urllib3 2.3+: unblocks a read in another thread
                     return
 
         threading.Thread(target=watch, name="log-stop", daemon=True).start()
@@ -87,7 +90,10 @@ def stream_lines(response: Any, limit: int = LINE_LIMIT, stop: threading.Event |
             return
         raise BackendUnavailableError(f"Kubernetes API logs: the stream broke: {e}") from e
     finally:
-        done.set()
+        with shut:
+            done.set()
+        if stop is not None and stop.is_set():
+            response.close()  # shut down: the connection is not reused
         response.release_conn()
 
 
