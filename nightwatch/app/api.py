@@ -7,6 +7,7 @@ serves the whole API. Who may call what: ``app/auth.py``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -210,13 +212,20 @@ def routes(ctx: Any) -> list[BaseRoute]:
         follow = request.query_params.get("follow", "") in ("1", "true", "yes")
         if ctx.gateway is None:
             raise _fail(503, "this server has no job backend to read logs from")
-        if not follow:
-            lines = ctx.gateway.logs(task, tail=tail, follow=False)
-            return PlainTextResponse("".join(f"{line}\n" for line in lines))
+        if not follow:  # the last MAX_BYTES of the tail, shared for a second by every caller
+            got = ctx.log_tails.tail(task, tail)
+            headers = {"X-Log-Truncated": "1"} if got.truncated else {}
+            return PlainTextResponse("".join(f"{line}\n" for line in got.lines), headers=headers)
         list(ctx.gateway.logs(task, tail=0, follow=False))  # a missing Job or log: 404 before the stream
         if not followers.acquire(blocking=False):  # each stream holds a worker thread while it waits
             raise _fail(503, f"{MAX_FOLLOWERS} logs are followed already: try again later, or without follow")
-        return _Followed(ctx.gateway.logs(task, tail=tail, follow=True), followers.release)
+        stop = threading.Event()
+        try:
+            lines = ctx.gateway.logs(task, tail=tail, follow=True, stop=stop)
+        except BaseException:
+            followers.release()
+            raise
+        return _Followed(lines, followers.release, stop)
 
     def cluster(request: Request) -> Response:
         require_read(request)
@@ -241,16 +250,32 @@ def routes(ctx: Any) -> list[BaseRoute]:
 
 class _Followed(StreamingResponse):
     """A followed log; ``release`` runs once the response is over, however it ends (the Job
-    ended, the client went away). A worker thread waiting in the gateway for the next line
-    is let go when that line comes or the Job ends."""
+    ended, the client went away). The client going away is seen at once on the event loop
+    (its ``http.disconnect``) and sets ``stop``: the worker thread waiting in the gateway for
+    the next line returns within a second or two, and only then is the slot released."""
 
-    def __init__(self, lines: Iterator[str], release: Callable[[], None]) -> None:
+    def __init__(self, lines: Iterator[str], release: Callable[[], None], stop: threading.Event) -> None:
         super().__init__((f"{line}\n" for line in lines), media_type="text/plain; charset=utf-8",
                          headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
         self._release = release
+        self._stop = stop
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            async with anyio.create_task_group() as group:
+                async def listen() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    self._stop.set()
+                    group.cancel_scope.cancel()
+
+                async def stream() -> None:
+                    with contextlib.suppress(OSError):  # the client went away mid-write
+                        await self.stream_response(send)
+                    group.cancel_scope.cancel()
+
+                group.start_soon(listen)
+                group.start_soon(stream)
         finally:
+            self._stop.set()
             self._release()

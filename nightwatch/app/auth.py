@@ -4,7 +4,8 @@
   console session signed in with one; with no token configured, writes are switched off.
 - Reads are open unless ``server.auth.read`` is true; then they need the same.
 - The console signs in with a token and keeps a signed session cookie (Starlette's
-  SessionMiddleware); the session remembers a fingerprint of the token, so removing a token
+  SessionMiddleware); the session remembers an HMAC of the token keyed by the session secret
+  (never the token, nor a plain hash of it), so removing a token
   from the config ends the sessions made with it. Each session carries a CSRF token that
   every form (and a session-authenticated API POST, in ``X-CSRF-Token``) must echo.
 
@@ -23,7 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 CSRF_HEADER = "x-csrf-token"
-_FINGERPRINT, _CSRF = "token_sha256", "csrf"
+_FINGERPRINT, _CSRF = "token_hmac", "csrf"  # (sessions of the former unkeyed "token_sha256" end)
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,11 @@ def _settings(request: Request) -> AuthSettings:
     return settings
 
 
-def _fingerprint(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+def _fingerprint(request: Request, token: str) -> str:
+    """HMAC-SHA256 of the token keyed by the session secret: the cookie (signed, not encrypted)
+    shows nothing a guessed token could be checked against offline."""
+    key = str(request.app.state.session_secret).encode("utf-8", "surrogatepass")
+    return hmac.new(key, token.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 def _valid(settings: AuthSettings, token: str | None) -> str | None:
@@ -85,7 +89,7 @@ def _session_ok(request: Request) -> bool:
     mark = _session(request).get(_FINGERPRINT)
     if not isinstance(mark, str):
         return False
-    marks = [_fingerprint(t) for t in _settings(request).tokens]
+    marks = [_fingerprint(request, t) for t in _settings(request).tokens]
     return any([hmac.compare_digest(mark, m) for m in marks])
 
 
@@ -112,7 +116,7 @@ def sign_in(request: Request, token: str) -> bool:
         return False
     session = request.session
     session.clear()
-    session[_FINGERPRINT] = _fingerprint(found)
+    session[_FINGERPRINT] = _fingerprint(request, found)
     session[_CSRF] = secrets.token_urlsafe(32)
     return True
 

@@ -73,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # Options whose value may start with "-" (``--arg -c``, as kubectl's flags take it): argparse
-# would read "-c" as an option, so such a pair is joined into ``--arg=-c`` before parsing.
+# would read "-c" as an option, so such a pair is joined into ``--arg=-c`` before parsing. Not
+# ``--arg --``: that "--" ends the options (``-- COMMAND ARG...`` follows), so argparse reports the
+# missing value rather than taking the separator as one (and the words after it with it).
 _VALUE_OPTIONS = ("--arg", "--command", "--reason")
 
 
@@ -87,6 +89,9 @@ def _join_dash_values(argv: Sequence[str]) -> list[str]:
             break
         if word in _VALUE_OPTIONS:
             value = next(words, None)
+            if value == "--":
+                out.extend((word, value, *words))
+                break
             out.append(word if value is None else f"{word}={value}")
             continue
         out.append(word)

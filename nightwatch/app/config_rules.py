@@ -138,6 +138,7 @@ def split_listen(key: str, v: str) -> tuple[str, int]:
 
 
 MIN_TOKEN_LENGTH = 16  # characters: a shorter bearer token is guessable
+PLACEHOLDER = "change-me"  # how the example Secret's values start (deploy/kubernetes/secret.example.yaml)
 
 
 def tokens(key: str, v: Any) -> list[str]:
@@ -151,15 +152,25 @@ def tokens(key: str, v: Any) -> list[str]:
                           f"a {type(v).__name__}")
     out = [x for x in v if x]
     for i, token in enumerate(out):  # never echo a token into a log
+        _not_a_placeholder(f"{key}[{i}]", token)
         if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
             raise ConfigError(f"{key}[{i}]: a token must be at least {MIN_TOKEN_LENGTH} characters without "
                               f"spaces (it has {len(token)}); make one with: openssl rand -hex 32")
     return out
 
 
+def _not_a_placeholder(key: str, value: str) -> None:
+    """The example Secret's values (``change-me-...``) are long enough to pass: refuse them."""
+    if value.lower().startswith(PLACEHOLDER):
+        raise ConfigError(f"{key}: still the example's placeholder ({PLACEHOLDER}...): set a real value, "
+                          "made with: openssl rand -hex 32")
+
+
 def session_secret(key: str, v: Any) -> str | None:
     if v in (None, ""):
         return None
+    if isinstance(v, str):
+        _not_a_placeholder(key, v)
     if not isinstance(v, str) or len(v) < 32:
         raise ConfigError(f"{key}: expected a string of at least 32 characters (openssl rand -hex 32), or null "
                           "for a random one per process")

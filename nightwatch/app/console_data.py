@@ -3,7 +3,6 @@ thread by the page that needs it. Nothing here knows HTTP."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, replace
@@ -11,12 +10,13 @@ from typing import Any
 
 from nightwatch.app import console_views
 from nightwatch.app.cluster import cluster_view
-from nightwatch.domain.errors import BackendUnavailableError, JobNotFoundError, NightwatchError, TaskNotFoundError
+from nightwatch.domain.errors import BackendUnavailableError, JobNotFoundError, NightwatchError
 from nightwatch.domain.model import Task, TaskQuery, TaskStatus
 
 logger = logging.getLogger(__name__)
 
 LOG_LINE_MAX = 10_000  # characters of one log line the page shows
+LIVE_SPAN_MAX = 500  # ids one live update reads, below the newest row that left the page's filters
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,14 @@ class ConsoleData:
              counts: bool = False) -> tuple[list[Task], list[Task], dict[str, int] | None]:
         wanted = set(ids)
         found: dict[int, Task] = {}
-        if ids:  # one query gives the page's rows that still match its filters; the rest one by one
+        if ids:  # one query gives the page's rows that still match its filters
             window = replace(q, before_id=max(ids) + 1, limit=len(ids))
             found = {t.id: t for t in self.store.query(window) if t.id in wanted}
-        for task_id in ids:
-            if task_id not in found:
-                with contextlib.suppress(TaskNotFoundError):
-                    found[task_id] = self.store.get(task_id)
+        missing = [i for i in ids if i not in found]
+        if missing:  # the rows that left the filters: one unfiltered query over their id range
+            span = min(max(missing) - min(missing) + 1, LIVE_SPAN_MAX)  # older ones: not updated
+            rows = self.store.query(TaskQuery(before_id=max(missing) + 1, limit=span))
+            found.update((t.id, t) for t in rows if t.id in wanted)
         rows = [found[i] for i in ids if i in found]
         new: list[Task] = []
         if q.before_id is None:  # the first page shows tasks as they are added
@@ -89,17 +90,11 @@ class ConsoleData:
     def log_tail(self, task_id: int, tail: int) -> tuple[str, bool]:
         """The last ``tail`` lines of the current attempt's log, and whether there is one."""
         task = self.store.get(task_id)
-        logs = getattr(self.ctx.gateway, "logs", None)
-        if logs is None:
+        tails = getattr(self.ctx, "log_tails", None)  # the gateway's, kept a second (app/log_tails.py)
+        if tails is None:
             return "(this job backend gives no logs)", False
         try:
-            lines = logs(task, tail=tail, follow=False)
-            try:
-                out = [line[:LOG_LINE_MAX] for line in lines]
-            finally:
-                close = getattr(lines, "close", None)
-                if close is not None:
-                    close()
+            out = [line[:LOG_LINE_MAX] for line in tails.tail(task, tail).lines]
         except JobNotFoundError as e:
             return f"(no log yet: {e})", False
         except NotImplementedError:

@@ -155,6 +155,16 @@ class Container(containers.DeclarativeContainer):
         local=providers.Factory(local_gateway, config.jobs.local, job_defaults, clock),
         kubernetes=providers.Factory(kubernetes_gateway, config.jobs.kubernetes, job_defaults, clock),
     ))
+    # The HTTP server's own gateway (for logs): its own connections and Kubernetes rate limiter,
+    # so console pages following logs never take the leader's launches', observes' and cancels'
+    # requests. Not a Resource: the server closes it when it shuts down. The fake simulates the
+    # cluster in this process's memory, so the server reads the same one.
+    web_gateway = providers.Selector(
+        config.jobs.backend,
+        fake=gateway,
+        local=providers.Factory(local_gateway, config.jobs.local, job_defaults, clock),
+        kubernetes=providers.Factory(kubernetes_gateway, config.jobs.kubernetes, job_defaults, clock),
+    )
     metrics = providers.Singleton(Metrics, gateway=gateway)  # job_requests reads the gateway's tally
 
     watcher_deps = providers.Singleton(

@@ -34,6 +34,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from nightwatch import __version__
 from nightwatch.app.auth import AuthSettings
 from nightwatch.app.config_rules import split_listen
+from nightwatch.app.log_tails import LogTails
 from nightwatch.app.metrics import Metrics
 from nightwatch.app.server import CLIENT_TIMEOUT, ReadinessMonitor, health
 from nightwatch.app.web_middleware import BodyLimit, SecurityHeaders
@@ -65,6 +66,12 @@ class WebContext:
     replicas: Any = None  # nightwatch.app.cluster.ReplicaRegistry, or None
     version: str = __version__
     readiness: ReadinessMonitor | None = field(default=None, repr=False)
+    owned: tuple[Any, ...] = ()  # what the server closes when it shuts down (its own gateway)
+    log_tails: LogTails | None = field(default=None, repr=False)  # the gateway's, cached briefly
+
+    def __post_init__(self) -> None:
+        if self.log_tails is None and self.gateway is not None:
+            self.log_tails = LogTails(self.gateway, self.clock)
 
 
 def _plain(code: int, body: str, media_type: str = "text/plain; charset=utf-8") -> Response:
@@ -124,6 +131,7 @@ def build_app(ctx: WebContext) -> Starlette:
     handlers: dict[Any, Any] = {HTTPException: _http_error, **api.exception_handlers()}
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
     app.state.ctx = ctx
+    app.state.session_secret = secret  # auth.py keys the session's token fingerprint with it
     return app
 
 
@@ -179,6 +187,11 @@ class WebServer:
             self.ctx.replicas.stop()
         with contextlib.suppress(OSError):
             self._sock.close()
+        for owned in self.ctx.owned:
+            try:
+                owned.close()
+            except Exception as e:  # noqa: BLE001 - shutting down: report and go on
+                logger.warning("closing the server's %s: %s", type(owned).__name__, e)
 
 
 def listen_socket(listen: str) -> socket.socket:
@@ -207,8 +220,10 @@ def web_settings(container: Any, config: dict[str, Any], daemon: Any) -> dict[st
     from nightwatch.app.cluster import ReplicaRegistry
 
     store, clock = container.store(), container.clock()
+    gateway = container.web_gateway()  # not the leader's: see Container.web_gateway
     return {
-        "store": store, "gateway": container.gateway(), "clock": clock, "identity": container.identity(),
+        "store": store, "gateway": gateway, "clock": clock, "identity": container.identity(),
+        "owned": () if gateway is container.gateway() else (gateway,),
         "auth": AuthSettings.from_config(config["server"]),
         "allowed_namespaces": tuple(config["jobs"]["allowed_namespaces"]),
         "allowed_images": tuple(config["jobs"]["allowed_images"]),

@@ -185,11 +185,13 @@ class JobGateway(Protocol):
         is already gone is not an error. BackendUnavailableError: try later."""
         ...
 
-    def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
+    def logs(self, task: Task, tail: int | None = 100, follow: bool = False,
+             stop: threading.Event | None = None) -> Iterator[str]:
         """The output of the current attempt's Job, line by line (without newlines): the last
         ``tail`` lines (None = all), then, with ``follow``, new lines as they come until the
-        Job ends. Memory stays bounded whatever the log's size. JobNotFoundError when there
-        is no Job or no log yet; BackendUnavailableError."""
+        Job ends -- or, within a second or two, until ``stop`` is set (the reader went away).
+        Memory stays bounded whatever the log's size. JobNotFoundError when there is no Job
+        or no log yet; BackendUnavailableError."""
         ...
 
     def set_wake(self, wake: Callable[[], None]) -> None:

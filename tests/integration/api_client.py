@@ -117,8 +117,9 @@ def session_cookie(session: dict[str, Any], secret: str = SECRET) -> str:
     return f"{SESSION_COOKIE}={TimestampSigner(secret).sign(data).decode()}"
 
 
-def signed_in_session(csrf: str, token: str = TOKEN) -> dict[str, Any]:
-    """What ``auth.sign_in`` keeps in the session for ``token``."""
+def signed_in_session(csrf: str, token: str = TOKEN, secret: str = SECRET) -> dict[str, Any]:
+    """What ``auth.sign_in`` keeps in the session for ``token``: an HMAC keyed by the session secret."""
     import hashlib
+    import hmac
 
-    return {"token_sha256": hashlib.sha256(token.encode()).hexdigest(), "csrf": csrf}
+    return {"token_hmac": hmac.new(secret.encode(), token.encode(), hashlib.sha256).hexdigest(), "csrf": csrf}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -476,6 +477,29 @@ def test_image_pull_backoff_past_the_grace_fails_for_good_and_deletes_the_job(
     assert gateway.observe([t]) == {1: failed}  # deleted by us: still failed, not missing
 
 
+def test_a_stuck_job_that_cannot_be_deleted_stays_pending_until_it_is(
+    clocked: tuple[KubernetesJobGateway, FakeClock], standin: ApiStandIn
+) -> None:
+    gateway, clock = clocked
+    t = task(1, "typo", info='{"image": "alpin"}', status="Pending")
+    launch(gateway, t)
+    standin.wait_on("default", "typo", "ImagePullBackOff", 'Back-off pulling image "alpin"')
+    gateway.observe([t])
+    clock.advance(120)
+    standin.fail_verbs = {"delete"}
+
+    # a Failed task is never observed again: reported failed while its Job lives, it would leak
+    assert gateway.observe([t]) == {1: JobState(JobPhase.PENDING)}
+    assert standin.job("default", "typo") is not None
+    assert gateway.observe([t]) == {1: JobState(JobPhase.PENDING)}  # tried again every cycle
+    assert standin.requests["delete"] == 2
+    standin.fail_verbs = set()
+
+    failed = JobState(JobPhase.FAILED, 'ImagePullBackOff: Back-off pulling image "alpin"', retryable=False)
+    assert gateway.observe([t]) == {1: failed}
+    assert standin.job("default", "typo") is None
+
+
 def test_a_pod_that_gets_its_image_in_time_is_not_failed(clocked: tuple[KubernetesJobGateway, FakeClock],
                                                          standin: ApiStandIn) -> None:
     gateway, clock = clocked
@@ -520,6 +544,60 @@ def test_cancel_never_deletes_another_attempts_job(gateway: KubernetesJobGateway
 
     assert standin.requests == {"get": 1}
     assert standin.job("default", job_name("job", 2)) is not None
+
+
+def _replace_job(standin: ApiStandIn, t: Task) -> str:
+    """Delete the Job and create it again under the same name and labels: a new uid."""
+    standin.delete_job(t.namespace, t.job_name)
+    return str(standin.add_job(build_job_manifest(t, parse_info(t.info)))["metadata"]["uid"])
+
+
+def test_cancel_deletes_this_attempts_job_when_its_uid_changed(gateway: KubernetesJobGateway,
+                                                               standin: ApiStandIn) -> None:
+    t = task(1, "long", status="Running")
+    launch(gateway, t)
+    gateway.observe([t])  # the uid of the first Job is remembered
+    _replace_job(standin, t)  # e.g. deleted and adopted again by another replica
+    standin.reset_counts()
+
+    gateway.cancel(t)
+
+    assert standin.requests == {"delete": 2, "get": 1}  # 409 on the old uid, GET, DELETE with the new one
+    assert standin.job("default", "long") is None
+
+
+def test_cancel_leaves_a_job_of_that_name_that_is_not_this_attempts(gateway: KubernetesJobGateway,
+                                                                    standin: ApiStandIn) -> None:
+    t = task(1, "long", status="Running")
+    launch(gateway, t)
+    gateway.observe([t])
+    standin.delete_job("default", "long")
+    standin.add_job(build_job_manifest(task(99, "long"), JobSpec(image="busybox")))  # another task's
+
+    gateway.cancel(t)
+
+    assert standin.job("default", "long") is not None
+    assert standin.requests["delete"] == 1
+
+
+def test_cancel_of_a_job_that_keeps_changing_is_retried_later(gateway: KubernetesJobGateway, standin: ApiStandIn,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    t = task(1, "long", status="Running")
+    launch(gateway, t)
+    gateway.observe([t])
+    handle = standin.handle
+
+    def replaced_before_each_delete(method: str, path: str, headers: Any, body: bytes) -> Any:
+        if method == "DELETE":
+            _replace_job(standin, t)
+        return handle(method, path, headers, body)
+
+    monkeypatch.setattr(standin, "handle", replaced_before_each_delete)
+
+    with pytest.raises(BackendUnavailableError, match="keeps changing"):
+        gateway.cancel(t)  # not done: the task watcher must not move the task to Cancelled
+    assert standin.job("default", "long") is not None
+    assert standin.requests["delete"] == 2  # the old uid, then the new one: once
 
 
 def test_observing_fifty_tasks_costs_no_call_per_task(clocked: tuple[KubernetesJobGateway, FakeClock],
@@ -607,3 +685,23 @@ def test_logs_are_the_current_attempts_pod(gateway: KubernetesJobGateway, standi
     assert sent.startswith("/api/v1/namespaces/default/pods/" + job_name("twice", 2) + "-")
     with pytest.raises(JobNotFoundError):
         gateway.logs(replace(first, attempt=3))
+
+
+def test_a_followed_log_ends_soon_after_its_stop_is_set(gateway: KubernetesJobGateway, standin: ApiStandIn) -> None:
+    t = task(1, "quiet", status="Running")
+    launch(gateway, t)
+    standin.start_job("default", "quiet")
+    standin.write_log("default", "quiet", "hello\n")
+    stop = threading.Event()
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.extend(gateway.logs(t, tail=10, follow=True, stop=stop)))
+    reader.start()
+    wait = time.monotonic() + 10
+    while not got and time.monotonic() < wait:
+        time.sleep(0.05)
+    assert got == ["hello"]  # then nothing more: the Job is quiet, the read would wait (24 h)
+
+    stop.set()
+    reader.join(10)
+    assert not reader.is_alive()  # the stream was shut down, not left waiting for a line
+    assert standin.job("default", "quiet") is not None  # the Job runs on

@@ -275,3 +275,32 @@ def test_pages_allow_only_their_own_scripts_and_are_never_framed(served: Served)
     assert headers.get_all("Content-Security-Policy") == [
         "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"]
     assert headers.get_all("X-Frame-Options") == ["DENY"]  # once: the server's, not twice
+
+
+def test_a_live_update_costs_a_few_queries_however_many_rows_left_the_filter(served: Served,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    tasks = [served.store.add(NewTask(f"t{i}", "default", '{"image": "x"}')) for i in range(120)]
+    for t in tasks:
+        served.store.transition(t.id, TaskStatus.NORMAL, TaskStatus.FAILED, replica="t")
+    calls: list[str] = []
+    for name in ("get", "query"):
+        method = getattr(served.store, name)
+        monkeypatch.setattr(served.store, name, lambda *a, _m=method, _n=name, **k: calls.append(_n) or _m(*a, **k))
+    ids = ",".join(str(t.id) for t in reversed(tasks))
+    live = json.loads(served.browser().get(f"/console/live?ids={ids}&top={tasks[-1].id}&status=Normal").body)
+    assert len(live["tasks"]) == 120 and {t["status"] for t in live["tasks"]} == {"Failed"}
+    assert calls.count("get") == 0 and calls.count("query") <= 3  # not one get per row
+
+
+def test_the_session_cookie_holds_no_plain_hash_of_the_token(served: Served) -> None:
+    import base64
+    import hashlib
+
+    b = served.browser()
+    assert b.sign_in().code == 303
+    (cookie,) = [c for c in b.jar if c.name == "nightwatch_session"]
+    payload = cookie.value.split(".")[0]
+    session = json.loads(base64.b64decode(payload + "=" * (-len(payload) % 4)))
+    shown = json.dumps(session)
+    assert TOKEN not in shown and hashlib.sha256(TOKEN.encode()).hexdigest() not in shown
+    assert len(session["token_hmac"]) == 64

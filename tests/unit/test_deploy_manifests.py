@@ -23,6 +23,7 @@ from k8s_standin import schema_version
 
 import nightwatch
 from nightwatch.app.config import load_config
+from nightwatch.domain.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -126,6 +127,20 @@ def test_configmap_is_a_valid_nightwatch_config(tmp_path: Path, monkeypatch: pyt
     # the API token and the session secret come from the Secret: writes on, one secret for every replica
     assert cfg["server"]["auth"]["tokens"] == [API_TOKEN]
     assert cfg["server"]["auth"]["session_secret"] == "s" * 64
+    # listening on every address of the pod: reading tasks (spec, env, logs) needs the token too
+    assert cfg["server"]["auth"]["read"] is True
+
+
+def test_the_example_secrets_placeholders_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in example_secret()["stringData"].items():
+        monkeypatch.setenv(key, value)
+    path = tmp_path / "nightwatch.yaml"
+    path.write_text(config_text())
+    with pytest.raises(ConfigError, match=r"server\.auth\.tokens\[0\]: still the example's placeholder"):
+        load_config(str(path))
+    monkeypatch.setenv("NIGHTWATCH_API_TOKEN", API_TOKEN)
+    with pytest.raises(ConfigError, match=r"server\.auth\.session_secret: still the example's placeholder"):
+        load_config(str(path))
 
 
 def test_the_service_reaches_every_replica_on_the_http_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

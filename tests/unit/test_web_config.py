@@ -45,6 +45,10 @@ def test_the_token_and_session_secret_come_from_the_environment_and_are_masked(m
     ("server: {auth: {read: 'yes'}}", "server.auth.read: expected true or false"),
     ("server: {auth: {secure_cookies: 1}}", "server.auth.secure_cookies: expected true or false"),
     ("server: {auth: {session_secret: tooshort}}", "server.auth.session_secret: expected a string of at least 32"),
+    ("server: {auth: {tokens: [change-me-to-openssl-rand-hex-32]}}",
+     "server.auth.tokens[0]: still the example's placeholder"),
+    ("server: {auth: {session_secret: Change-Me-to-openssl-rand-hex-32-xxxxxxx}}",
+     "server.auth.session_secret: still the example's placeholder"),
     ("server: {auth: {colour: red}}", "server.auth.colour: unknown key"),
     ("server: {max_body: 10}", "server.max_body: expected a whole number from 1024"),
 ])
@@ -77,3 +81,34 @@ def test_the_openapi_document_covers_every_route_and_method():
     served = {(route.path.replace("{task_id}", "{id}"), method)
               for route in api.routes(_Ctx()) for method in (route.methods or ()) if method != "HEAD"}
     assert served == documented
+
+
+@pytest.mark.parametrize("backend", ["kubernetes", "local", "fake"])
+def test_the_web_server_reads_logs_through_its_own_gateway_and_closes_it(tmp_path, monkeypatch, backend):
+    """Console pages following logs must not take the leader's Kubernetes rate limiter."""
+    from nightwatch.app.container import build_container
+    from nightwatch.app.web import WebContext, WebServer, listen_socket, web_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NIGHTWATCH_CONFIG", raising=False)
+    config = load_config(write(tmp_path, f"store: {{backend: memory}}\njobs: {{backend: {backend}, "
+                                         f"local: {{state_dir: {tmp_path / 'jobs'}}}}}\n"))
+    container = build_container(config)
+    try:
+        watcher = container.gateway()
+        daemon = container.daemon()  # built, not run
+        settings = web_settings(container, config, daemon)
+        web = settings["gateway"]
+        if backend == "fake":  # one simulated cluster per process: the server must read the same one
+            assert web is watcher and settings["owned"] == ()
+            return
+        assert web is not watcher and type(web) is type(watcher)
+        if backend == "kubernetes":
+            assert web._limiter is not watcher._limiter
+        server = WebServer(WebContext(**settings, daemon=daemon), listen_socket("127.0.0.1:0")).start()
+        closed = []
+        monkeypatch.setattr(web, "close", lambda: closed.append(True))
+        server.shutdown()
+        assert closed == [True]  # closed with the server; the watcher's is the container's to close
+    finally:
+        container.shutdown_resources()

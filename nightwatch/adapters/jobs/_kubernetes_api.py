@@ -31,11 +31,12 @@ __all__ = ["ApiException", "TokenBucket", "configuration", "is_forbidden", "is_r
            "retry_after", "status_of", "stream_lines", "translate", "urllib3"]
 
 logger = logging.getLogger("nightwatch.adapters.jobs.kubernetes")
-CHUNK = 16 * 1024
+CHUNK = 16 * 1024  # bytes read at a time from a streamed log
+STOP_POLL = 0.5  # seconds between two looks at a followed log's stop event
 # Refusals that are the task's own fault: fail it with the API server's message.
 # 401 (bad credentials), 408, 409 other than AlreadyExists, 429 and 5xx are transient; a 403
 # quota refusal is transient, and an RBAC one (reason Forbidden) waits out forbidden_grace.
-_PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})  # bytes read at a time from a streamed log
+_PERMANENT = frozenset({400, 403, 404, 405, 406, 413, 415, 422})
 
 
 class TokenBucket:
@@ -74,14 +75,33 @@ class TokenBucket:
             raise BackendUnavailableError("the Kubernetes job gateway is closed")
 
 
-def stream_lines(response: Any, limit: int = LINE_LIMIT) -> Iterator[str]:
+def stream_lines(response: Any, limit: int = LINE_LIMIT, stop: threading.Event | None = None) -> Iterator[str]:
     """The lines of a streamed answer; the connection goes back to the pool when done (or when
-    the caller stops reading)."""
+    the caller stops reading). With ``stop``: a small thread shuts the socket down within
+    ``STOP_POLL`` s of it being set, so a reader blocked waiting for the next line returns."""
+    done = threading.Event()
+    shut = threading.Lock()  # a shutdown never hits a connection already back in the pool
+    if stop is not None:
+        def watch() -> None:
+            while not done.wait(STOP_POLL):
+                if stop.is_set():
+                    with shut:
+                        if not done.is_set():
+                            response.shutdown()  # urllib3 2.3+: unblocks a read in another thread
+                    return
+
+        threading.Thread(target=watch, name="log-stop", daemon=True).start()
     try:
         yield from lines(response.stream(CHUNK), limit)
     except (urllib3.exceptions.HTTPError, OSError) as e:
+        if stop is not None and stop.is_set():
+            return
         raise BackendUnavailableError(f"Kubernetes API logs: the stream broke: {e}") from e
     finally:
+        with shut:
+            done.set()
+        if stop is not None and stop.is_set():
+            response.close()  # shut down: the connection is not reused
         response.release_conn()
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-import time
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
@@ -98,10 +98,11 @@ def complete_end(f: BinaryIO, start: int, end: int) -> int:
 
 
 def read_logs(paths: list[str], tail: int | None, follow: bool, ended: Callable[[], bool],
-              poll: float = 0.2) -> Iterator[str]:
+              poll: float = 0.2, stop: threading.Event | None = None) -> Iterator[str]:
     """The lines of the files ``paths`` in turn (stdout, then stderr): the last ``tail`` of them
     all (counted from the end of the last file), then, with ``follow``, new complete lines of
-    each as they come, until ``ended()``."""
+    each as they come, until ``ended()`` or ``stop`` is set (checked at every poll)."""
+    stop = stop or threading.Event()
     files: list[BinaryIO | None] = []
     try:
         for path in paths:
@@ -123,7 +124,8 @@ def read_logs(paths: list[str], tail: int | None, follow: bool, ended: Callable[
             if f is not None:
                 yield from lines(chunks(f, start, end))
         while follow and not done:
-            time.sleep(poll)
+            if stop.wait(poll):
+                return
             done = ended()
             for i, f in enumerate(files):
                 if f is None:

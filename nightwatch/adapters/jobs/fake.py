@@ -173,7 +173,8 @@ class FakeJobGateway(JobGateway):
                 del self.jobs[key]
                 self.cancelled.append((task.namespace, task.job_name, task.id))
 
-    def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
+    def logs(self, task: Task, tail: int | None = 100, follow: bool = False,
+             stop: threading.Event | None = None) -> Iterator[str]:
         """What the container printed so far (all of it once the Job ended; ``follow`` adds
         nothing more: the fake's clock does not move while a caller waits)."""
         with self._mutex:

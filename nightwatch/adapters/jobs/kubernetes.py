@@ -20,11 +20,15 @@
   or has active pods none of which is ready, one LIST of pods in that namespace, and for each
   failed Job, once, the last lines of its pod's log: the failure then reads ``exit code 3:
   oops``. A pod waiting in ImagePullBackOff (or another reason in ``FATAL_WAITING``) longer than
-  ``pending_fatal_grace`` fails its task for good (not retryable) and its Job is deleted.
+  ``pending_fatal_grace`` has its Job deleted and then fails its task for good (not
+  retryable); while the DELETE fails the task stays Pending and the DELETE is tried again next
+  cycle (a Failed task is not observed again).
 - ``retire`` PATCHes ``nightwatch.io/done=true`` on a terminal task's Job: the watches' selector
   leaves it out, so retained finished Jobs cost nothing per cycle or per re-list.
 - ``cancel`` is one DELETE (propagation Background, precondition: the uid this attempt's Job
-  was seen with); ``logs`` reads the current attempt's newest pod's log, streamed.
+  was seen with); when the uid changed (409), one GET and, if the Job is still this attempt's,
+  one more DELETE with its new uid, else BackendUnavailableError (retried next cycle).
+  ``logs`` reads the current attempt's newest pod's log, streamed.
 - ``requests`` counts every call by (verb, HTTP code or "error") for the metrics.
 """
 
@@ -199,13 +203,34 @@ class KubernetesJobGateway(JobGateway):
                                task.namespace, task.job_name, task.attempt, extra={"task_id": task.id})
                 return
             uid = meta.get("uid") or ""
-        self._delete(task, uid)
+        if not self._delete(task, uid):
+            self._delete_again(task)
         with self._mutex:
             self._uids.pop(_key(task), None)
 
-    def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
+    def _delete_again(self, task: Task) -> None:
+        """The uid precondition failed: the Job of that name is another one now. GET it; when it is
+        this attempt's, DELETE it with its own uid (once); else there is nothing of ours to delete."""
+        try:
+            job = self._call("get", self._batch().read_namespaced_job, task.job_name, task.namespace)
+        except ApiException as e:
+            if e.status == 404:
+                return
+            raise self._translate("get", task, e, permanent=False) from e
+        meta = job.get("metadata") or {}
+        if not belongs_to(meta.get("labels"), task):
+            logger.warning("task %s: Job %s/%s is not attempt %d's now; not deleting it", task.id,
+                           task.namespace, task.job_name, task.attempt, extra={"task_id": task.id})
+            return
+        if not self._delete(task, meta.get("uid") or ""):
+            raise BackendUnavailableError(f"Job {task.namespace}/{task.job_name} of attempt {task.attempt} "
+                                          "keeps changing while being deleted; trying again next cycle")
+
+    def logs(self, task: Task, tail: int | None = 100, follow: bool = False,
+             stop: threading.Event | None = None) -> Iterator[str]:
         """The log of the newest pod of the current attempt's Job (the API server merges stdout
-        and stderr), streamed: memory stays bounded whatever its size."""
+        and stderr), streamed: memory stays bounded whatever its size. A set ``stop`` shuts a
+        followed stream's socket down within half a second."""
         try:
             pods = list(self._pods(task.namespace, f"{MANAGED_SELECTOR},{TASK_ID_LABEL}={task.id}"))
         except ApiException as e:
@@ -222,7 +247,7 @@ class KubernetesJobGateway(JobGateway):
             kwargs["tail_lines"] = max(0, tail)
         response = self._open("logs", task, self._core().read_namespaced_pod_log, pod_name, task.namespace,
                               follow=follow, **kwargs)
-        return stream_lines(response)
+        return stream_lines(response, stop=stop if follow else None)
 
     def set_wake(self, wake: Callable[[], None]) -> None:
         self._wake = wake
@@ -422,15 +447,18 @@ class KubernetesJobGateway(JobGateway):
                     "Job %s/%s", task.id, reason, now - since, task.namespace, task.job_name,
                     extra={"task_id": task.id})
         try:
-            self._delete(task, uid)
-        except BackendUnavailableError as e:  # deleted on a later cycle; the verdict stands
-            logger.warning("task %s: cannot delete Job %s/%s: %s", task.id, task.namespace, task.job_name, e)
+            self._delete(task, uid)  # a 409 (another Job of that name now): this one is gone too
+        except BackendUnavailableError as e:  # still Pending: failed only once the Job is gone
+            logger.warning("task %s: cannot delete Job %s/%s: %s; trying again next cycle", task.id,
+                           task.namespace, task.job_name, e, extra={"task_id": task.id})
+            return None
         with self._mutex:
             self._fatal[_key(task)] = (verdict, now)
         return verdict
 
-    def _delete(self, task: Task, uid: str) -> None:
-        """DELETE the Job, propagation Background, only if it still has ``uid``; 404 is fine."""
+    def _delete(self, task: Task, uid: str) -> bool:
+        """DELETE the Job, propagation Background, only if it still has ``uid``; 404 is fine.
+        False when the precondition failed (409: the Job of that name is another one now)."""
         options = k8s.V1DeleteOptions(propagation_policy="Background",
                                       preconditions=k8s.V1Preconditions(uid=uid) if uid else None)
         try:
@@ -439,12 +467,13 @@ class KubernetesJobGateway(JobGateway):
             self.watches.forget(task.namespace, task.job_name)
         except ApiException as e:
             if e.status == 404:
-                return
+                return True
             if e.status == 409:  # the precondition: the Job of that name is another one now
-                logger.warning("task %s: Job %s/%s changed since it was seen; not deleting it", task.id,
-                               task.namespace, task.job_name, extra={"task_id": task.id})
-                return
+                logger.info("task %s: Job %s/%s changed since it was seen (uid %s)", task.id,
+                            task.namespace, task.job_name, uid, extra={"task_id": task.id})
+                return False
             raise self._translate("delete", task, e, permanent=False) from e
+        return True
 
     def _open(self, verb: str, task: Task, method: Callable[..., Any], *args: Any, follow: bool,
               **kwargs: Any) -> Any:

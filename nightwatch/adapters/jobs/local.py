@@ -233,7 +233,8 @@ class LocalJobGateway(JobGateway):
                          kwargs={"reap": self._reap, "use_proc": self._has_proc, "remove": self._remove},
                          name=f"cancel-{task.id}").start()
 
-    def logs(self, task: Task, tail: int | None = 100, follow: bool = False) -> Iterator[str]:
+    def logs(self, task: Task, tail: int | None = 100, follow: bool = False,
+             stop: threading.Event | None = None) -> Iterator[str]:
         job_dir = self._job_dir(task)
         meta = self._meta_of(job_dir) if job_dir else None
         if job_dir is None or meta is None or not _is_of(meta.task_id, meta.attempt, task) \
@@ -243,7 +244,7 @@ class LocalJobGateway(JobGateway):
         paths = [os.path.join(job_dir, "stdout.log"), os.path.join(job_dir, "stderr.log")]
         if all(size_of(path) is None for path in paths):
             raise JobNotFoundError(f"no log yet for attempt {task.attempt} of task {task.id} (not started)")
-        return read_logs(paths, tail, follow, lambda: self._ended(job_dir))
+        return read_logs(paths, tail, follow, lambda: self._ended(job_dir), stop=stop)
 
     def close(self) -> None:
         """Reap what has finished. Running Jobs are left alone: they outlive the daemon."""
