@@ -191,38 +191,37 @@ class KubernetesJobGateway(JobGateway):
         with self._mutex:
             uid = self._uids.get(_key(task))
         if uid is None:
-            try:
-                job = self._call("get", self._batch().read_namespaced_job, task.job_name, task.namespace)
-            except ApiException as e:
-                if e.status == 404:
-                    return
-                raise self._translate("get", task, e, permanent=False) from e
-            meta = job.get("metadata") or {}
-            if not belongs_to(meta.get("labels"), task):
-                logger.warning("task %s: Job %s/%s is not attempt %d's; not deleting it", task.id,
-                               task.namespace, task.job_name, task.attempt, extra={"task_id": task.id})
+            uid = self._this_attempts_uid(task)
+            if uid is None:
                 return
-            uid = meta.get("uid") or ""
         if not self._delete(task, uid):
             self._delete_again(task)
         with self._mutex:
             self._uids.pop(_key(task), None)
 
-    def _delete_again(self, task: Task) -> None:
-        """The uid precondition failed: the Job of that name is another one now. GET it; when it is
-        this attempt's, DELETE it with its own uid (once); else there is nothing of ours to delete."""
+    def _this_attempts_uid(self, task: Task, now: str = "") -> str | None:
+        """GET the Job named for the task's current attempt: its uid when it is that attempt's,
+        None when it is gone or belongs to something else (then nothing of ours is to delete)."""
         try:
             job = self._call("get", self._batch().read_namespaced_job, task.job_name, task.namespace)
         except ApiException as e:
             if e.status == 404:
-                return
+                return None
             raise self._translate("get", task, e, permanent=False) from e
         meta = job.get("metadata") or {}
         if not belongs_to(meta.get("labels"), task):
-            logger.warning("task %s: Job %s/%s is not attempt %d's now; not deleting it", task.id,
-                           task.namespace, task.job_name, task.attempt, extra={"task_id": task.id})
+            logger.warning("task %s: Job %s/%s is not attempt %d's%s; not deleting it", task.id,
+                           task.namespace, task.job_name, task.attempt, now, extra={"task_id": task.id})
+            return None
+        return str(meta.get("uid") or "")
+
+    def _delete_again(self, task: Task) -> None:
+        """The uid precondition failed: the Job of that name is another one now. GET it; when it is
+        this attempt's, DELETE it with its own uid (once); else there is nothing of ours to delete."""
+        uid = self._this_attempts_uid(task, " now")
+        if uid is None:
             return
-        if not self._delete(task, meta.get("uid") or ""):
+        if not self._delete(task, uid):
             raise BackendUnavailableError(f"Job {task.namespace}/{task.job_name} of attempt {task.attempt} "
                                           "keeps changing while being deleted; trying again next cycle")
 
