@@ -3,7 +3,7 @@
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "nightwatch"
 TASK_ID_LABEL = "nightwatch.io/task-id"
-ATTEMPT_LABEL = "nightwatch.io/attempt"  # absent on Jobs of nightwatch < 0.3: read as attempt 1
+ATTEMPT_LABEL = "nightwatch.io/attempt"  # absent on Jobs made before attempts existed: read as attempt 1
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 DONE_LABEL = "nightwatch.io/done"  # set on a Job once its task is terminal: it leaves the working set
 WORKING_SELECTOR = f"{MANAGED_SELECTOR},!{DONE_LABEL}"  # nightwatch's Jobs not retired yet
