@@ -171,8 +171,10 @@ def _run(container: Any, config: dict[str, Any], *, once: bool, wait: float | No
     server = None
     if config["server"]["listen"] and not once:
         from nightwatch.app.server import start_server
+        from nightwatch.app.web import web_settings
 
-        server = start_server(config["server"]["listen"], daemon, container.metrics(), lock["ttl"])
+        server = start_server(config["server"]["listen"], daemon, container.metrics(), lock["ttl"],
+                              **web_settings(container, config, daemon))
     install_signal_handlers(daemon, _hard_exit)
     logger.info("nightwatch %s starting as %s (store %s, lock %s, jobs %s)", __version__,
                 container.identity(), config["store"]["backend"], lock["backend"], config["jobs"]["backend"])

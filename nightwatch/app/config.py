@@ -32,8 +32,10 @@ from nightwatch.app.config_rules import (
     number,
     one_of,
     redis_urls,
+    session_secret,
     strings,
     text,
+    tokens,
 )
 from nightwatch.app.scheduler import Cron, Every, Schedule, parse_schedule
 from nightwatch.domain.errors import ConfigError
@@ -184,7 +186,9 @@ SCHEMA: dict[str, Any] = {
     },
     "history": {"retention": duration},
     "watchers": "*watchers",
-    "server": {"listen": listen, "shutdown_timeout": duration},
+    "server": {"listen": listen, "shutdown_timeout": duration, "max_body": integer(1024, 64 * 1024 * 1024),
+               "auth": {"tokens": tokens, "read": boolean, "session_secret": session_secret,
+                        "secure_cookies": boolean}},
     "log": {"level": one_of("debug", "info", "warning", "error"), "format": one_of("text", "json")},
 }
 
@@ -214,6 +218,7 @@ def check(config: Mapping[str, Any]) -> dict[str, Any]:
     _check_lock(out["lock"])
     _check_task_sync(out)
     _check_retry_delay(out["jobs"].get("defaults", {}))
+    _check_auth(out["server"])
     return out
 
 
@@ -222,6 +227,13 @@ def _check_retry_delay(defaults: Mapping[str, Any]) -> None:
     if delay is not None and cap is not None and delay > cap:
         raise ConfigError(f"jobs.defaults.retry_delay: must be at most jobs.defaults.retry_delay_max "
                           f"({cap:g}s), got {delay:g}s")
+
+
+def _check_auth(server: Mapping[str, Any]) -> None:
+    auth = server.get("auth") or {}
+    if auth.get("read") and not auth.get("tokens"):
+        raise ConfigError("server.auth.read: true needs a token in server.auth.tokens (none is set), "
+                          "or nobody could read")
 
 
 def _check_lock(lock: Mapping[str, Any]) -> None:
@@ -322,7 +334,7 @@ def _check_watchers(prefix: str, value: Any) -> dict[str, Any]:
 
 
 MASK = "******"
-_SECRET_KEYS = {"password"}
+_SECRET_KEYS = {"password", "tokens", "session_secret"}
 
 
 def masked(config: Mapping[str, Any]) -> dict[str, Any]:

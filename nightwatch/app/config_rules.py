@@ -135,3 +135,32 @@ def split_listen(key: str, v: str) -> tuple[str, int]:
     if ":" in m.group(3):
         raise ConfigError(f"{key}: write an IPv6 address in brackets, like [::1]:9090, got {v!r}")
     return m.group(3), int(m.group(4))
+
+
+MIN_TOKEN_LENGTH = 16  # characters: a shorter bearer token is guessable
+
+
+def tokens(key: str, v: Any) -> list[str]:
+    """API tokens: a list of strings; empty ones (an unset ``${VAR:}``) are left out."""
+    if v is None:
+        return []
+    if isinstance(v, str):  # one token from one variable
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(f"{key}: expected a list of tokens (strings, like \"${{NIGHTWATCH_API_TOKEN:}}\"), got "
+                          f"a {type(v).__name__}")
+    out = [x for x in v if x]
+    for i, token in enumerate(out):  # never echo a token into a log
+        if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
+            raise ConfigError(f"{key}[{i}]: a token must be at least {MIN_TOKEN_LENGTH} characters without "
+                              f"spaces (it has {len(token)}); make one with: openssl rand -hex 32")
+    return out
+
+
+def session_secret(key: str, v: Any) -> str | None:
+    if v in (None, ""):
+        return None
+    if not isinstance(v, str) or len(v) < 32:
+        raise ConfigError(f"{key}: expected a string of at least 32 characters (openssl rand -hex 32), or null "
+                          "for a random one per process")
+    return v

@@ -1,4 +1,4 @@
-"""/healthz, /readyz and /metrics on ``server.listen`` (stdlib HTTP server, prometheus-client).
+"""/healthz, /readyz and /metrics: what they answer (``app/web.py`` serves them on ``server.listen``).
 
 No probe waits on a backend: /healthz reads only the daemon's memory, and /readyz serves the
 last result of a check that one background thread repeats (``ReadinessMonitor``), so both answer
@@ -8,18 +8,16 @@ in milliseconds even when the store or the lock hangs.
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-from nightwatch.app.config_rules import split_listen
 from nightwatch.app.daemon import Daemon
 from nightwatch.app.metrics import Metrics
-from nightwatch.domain.errors import ConfigError, NightwatchError
+from nightwatch.domain.errors import NightwatchError
+
+if TYPE_CHECKING:
+    from nightwatch.app.web import WebServer
 
 logger = logging.getLogger(__name__)
 
@@ -130,65 +128,14 @@ class ReadinessMonitor:
         return code, f"{body} (checked {now - checked_at:.1f}s ago)"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = CLIENT_TIMEOUT  # the socket's timeout (StreamRequestHandler): idle clients let go
+def start_server(listen: str, daemon: Daemon, metrics: Metrics, lease: float = 10.0, **web: Any) -> WebServer:
+    """Serve the probes (and the API and console: ``web`` holds the rest of ``WebContext``,
+    see ``web.web_settings``) on ``listen`` from a thread; ``shutdown()`` it when done."""
+    from nightwatch.adapters.clock import SystemClock
+    from nightwatch.app.auth import AuthSettings
+    from nightwatch.app.web import WebContext, start_web
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-        srv = self.server
-        path = self.path.split("?", 1)[0]
-        if path == "/healthz":
-            self._reply(*health(srv.daemon, srv.lease))
-        elif path == "/readyz":
-            self._reply(*srv.readiness.answer())
-        elif path == "/metrics":
-            self._reply(200, generate_latest(srv.metrics.registry).decode(), CONTENT_TYPE_LATEST)
-        else:
-            self._reply(404, "not found: try /healthz, /readyz or /metrics")
-
-    def _reply(self, code: int, body: str, ctype: str = "text/plain; charset=utf-8") -> None:
-        data = (body if body.endswith("\n") else body + "\n").encode()
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s %s", self.address_string(), format % args)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], daemon: Daemon, metrics: Metrics, lease: float) -> None:
-        super().__init__(address, _Handler)
-        self.daemon = daemon
-        self.metrics = metrics
-        self.lease = lease
-        self.readiness = ReadinessMonitor(daemon)
-
-    def shutdown(self) -> None:
-        """Stop serving, stop the readiness checks and close the listening socket."""
-        super().shutdown()
-        self.readiness.stop()
-        self.server_close()
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-def start_server(listen: str, daemon: Daemon, metrics: Metrics, lease: float = 10.0) -> ThreadingHTTPServer:
-    host, port = split_listen("server.listen", listen)
-    host = host or "0.0.0.0"
-    kind = _Server6 if ":" in host else _Server  # an IPv6 literal ([::1]:9090) needs an AF_INET6 socket
-    try:
-        server = kind((host, port), daemon, metrics, lease)
-    except (OSError, OverflowError) as e:
-        raise ConfigError(f"server.listen: cannot listen on {listen}: {getattr(e, 'strerror', None) or e}") from None
-    server.readiness.start()
-    threading.Thread(target=server.serve_forever, args=(0.1,), name="http", daemon=True).start()
-    shown = f"[{host}]" if ":" in host else host
-    logger.info("serving /healthz /readyz /metrics on http://%s:%s", shown, server.server_address[1])
-    return server
+    ctx = WebContext(**{"store": daemon.store, "gateway": None, "clock": SystemClock(),
+                        "auth": AuthSettings(), "identity": daemon.elector.identity, **web},
+                     daemon=daemon, metrics=metrics, lease=lease, readiness=ReadinessMonitor(daemon))
+    return start_web(listen, ctx)

@@ -86,6 +86,17 @@ class Target:
         )
         return postgres_store(make_conninfo(self._dsn, user=user, password=password))
 
+    def grant_history_pruning(self) -> None:
+        """What the history watcher needs beyond SELECT, INSERT, UPDATE: DELETE on task_event
+        (old events only; nightwatch never deletes a task row). Once ``db migrate`` made it."""
+        for user in self._users:
+            if self.kind == "mysql":
+                for host in ("%", "localhost", "127.0.0.1"):
+                    self.admin.execute(f"GRANT DELETE ON `{self.database}`.task_event TO '{user}'@'{host}'")
+            else:
+                self.admin.execute(sql.SQL("GRANT DELETE ON task_event TO {}").format(sql.Identifier(user))
+                                   .as_string())
+
     def _drop_users(self) -> None:
         for user in self._users:
             with contextlib.suppress(Exception):

@@ -9,10 +9,18 @@ import os
 import re
 import signal
 import subprocess
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from daemons import NIGHTWATCH, wait_until
 from schema_targets import Target, error_line, nightwatch, server_db  # noqa: F401
+
+from nightwatch.adapters.clock import SystemClock
+from nightwatch.adapters.store.sql import mysql_store, postgres_store
+from nightwatch.domain.ports import TaskStore
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -34,8 +42,9 @@ def test_a_dml_only_user_runs_the_daemon_and_every_task_command_after_an_admin_m
     service = server_db.config("service", store=server_db.dml_user())
     admin = server_db.config("admin")
     assert nightwatch(admin, "db", "migrate").returncode == 0
+    server_db.grant_history_pruning()
 
-    assert nightwatch(service, "db", "status").stdout.strip() == "schema at 0005: up to date"
+    assert nightwatch(service, "db", "status").stdout.strip() == "schema at 0006: up to date"
     assert nightwatch(service, "db", "migrate").returncode == 0  # at head: nothing to do, no DDL
     submitted = nightwatch(service, "task", "submit", "--name", "hello", "--namespace", "default",
                            "--image", "busybox", "--command", "true", "--json")
@@ -61,5 +70,22 @@ def test_a_dml_only_user_runs_the_daemon_and_every_task_command_after_an_admin_m
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait(5)
+    # the DML user's daemon wrote the history of its writes (INSERT on task_event, its id's sequence)
+    moves = server_db.admin.query(f"SELECT from_status, to_status, replica FROM task_event WHERE task_id = {task_id}"
+                                  " ORDER BY id")
+    assert moves[0][:2] == ("Normal", "Pending") and moves[-1][1] == "Succeeded", moves
+    assert all(a[1] == b[0] for a, b in zip(moves, moves[1:], strict=False)), moves
+    with closing(dml_store(service)) as store:
+        assert store.prune_events(datetime.now(UTC) + timedelta(minutes=1)) == len(moves)
+    assert server_db.admin.statuses().get(task_id) == "Succeeded"  # only events went
     text = (service.parent / "daemon.log").read_text()
     assert "Traceback" not in text and "denied" not in text.lower() and "permission" not in text.lower(), text
+
+
+def dml_store(config: Path) -> TaskStore:
+    """The service's own store, built from its config file (as the daemon builds it)."""
+    store = yaml.safe_load(config.read_text())["store"]
+    if store["backend"] == "mysql":
+        m = store["mysql"]
+        return mysql_store(m["host"], m["port"], m["user"], m["password"], m["database"], SystemClock())
+    return postgres_store(store["postgres"]["dsn"], SystemClock())

@@ -203,8 +203,9 @@ def test_a_database_made_by_0_1_is_stamped_and_its_ddl_not_run_again(db: Databas
     assert_at_head(db.engine)
     ddl = [s for s in sent if re.match(r"\s*(CREATE|ALTER|DROP)\b", s, re.I)]
     touched = [s for s in ddl if "nightwatch_alembic_version" not in s]
-    # 0.1 made the task table, message and nightwatch_leader: only the (status, id) index and 0005 are new
-    assert touched and all(re.search(r"idx_task_status|task_event|idx_task_namespace_id|" + "|".join(LIFECYCLE), s)
+    # 0.1 made the task table, message and nightwatch_leader: only the (status, id) index, 0005 and 0006 are new
+    assert touched and all(re.search(r"idx_task_status|task_event|idx_task_namespace_id|nightwatch_replica|"
+                                     r"nightwatch_leader_change|" + "|".join(LIFECYCLE), s)
                            for s in touched), touched
     assert not any(re.search(r"ADD COLUMN message|CREATE TABLE (IF NOT EXISTS )?(task|nightwatch_leader)\b", s, re.I)
                    for s in sent)
@@ -281,6 +282,21 @@ def test_the_index_on_the_users_table_is_built_without_blocking_writes(db: Datab
         assert add.endswith("ALGORITHM=INSTANT")  # no copy of the user's table
     else:
         assert "NOT NULL DEFAULT 1" in add  # a constant default: a catalogue change, no rewrite
+
+
+@pytest.mark.mysql
+def test_on_mariadb_a_table_that_cannot_add_columns_instantly_gets_them_in_place_without_a_lock(
+        mysql_url: str) -> None:
+    with ExitStack() as stack:
+        db = _mysql(stack, mysql_url)
+        seed(db)
+        db.run("ALTER TABLE task ROW_FORMAT=COMPRESSED")  # InnoDB cannot ADD COLUMN instantly here
+        sent = statements_of(db.engine)
+        migrations.upgrade(db.engine)
+        assert_at_head(db.engine)
+        adds = [s for s in sent if "ADD COLUMN attempt" in s]
+        assert [a.rsplit(", ", 1)[-1] for a in adds] == ["ALGORITHM=INSTANT", "LOCK=NONE"], adds
+        assert tasks(db.engine) == [(1, "demo-task-1", "Normal"), (2, "demo-task-2", "Normal")]
 
 
 @pytest.mark.postgres
@@ -452,10 +468,11 @@ def test_the_sql_script_applied_by_hand_gives_the_schema_db_migrate_gives(db: Da
 def test_the_sql_script_from_a_revision_holds_only_the_later_ones() -> None:
     script = migrations.offline_sql("postgresql", start="0003")
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_task_status_id" in script
-    assert "CREATE TABLE IF NOT EXISTS nightwatch_leader" not in script
+    assert not re.search(r"CREATE TABLE IF NOT EXISTS nightwatch_leader\b", script)
     assert "ADD COLUMN IF NOT EXISTS message" not in script
     latest = migrations.offline_sql("postgresql", start="0004")
-    assert "idx_task_status_id" not in latest and "version_num='0005'" in latest.replace(" ", "")
+    assert "idx_task_status_id" not in latest and "version_num='0006'" in latest.replace(" ", "")
+    assert "CREATE TABLE IF NOT EXISTS nightwatch_replica" in latest
     assert "CREATE TABLE IF NOT EXISTS task_event" in latest
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_task_namespace_id" in latest
     assert "ADD COLUMN IF NOT EXISTS attempt INTEGER NOT NULL DEFAULT 1" in latest

@@ -295,3 +295,65 @@ def test_shutdown_closes_the_listening_socket() -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), 1).close()
     socket.create_server(("127.0.0.1", port)).close()  # and the port is free for the next one
+
+
+class _HangingQueries:
+    """The daemon's store, but every listing hangs until ``release`` is set (a console or API
+    request stuck on a slow query)."""
+
+    def __init__(self, inner: Any, release: threading.Event) -> None:
+        self._inner, self._release = inner, release
+        self.waiting = 0
+
+    def query(self, q: Any) -> Any:
+        self.waiting += 1
+        self._release.wait(30)
+        return self._inner.query(q)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_probes_answer_within_200ms_while_every_api_worker_is_busy() -> None:
+    daemon, metrics = memory_daemon()
+    release = threading.Event()
+    store = _HangingQueries(daemon.store, release)
+    server = start_server("127.0.0.1:0", daemon, metrics, 2.0, store=store)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = run_in_thread(daemon)
+    busy = [threading.Thread(target=timed_get, args=(f"{base}/api/v1/tasks", 30.0), daemon=True)
+            for _ in range(60)]  # more than the worker threads Starlette runs handlers in (40)
+    try:
+        wait_for(lambda: timed_get(f"{base}/readyz")[1] == 200, 10, "a ready leader")
+        for t in busy:
+            t.start()
+        wait_for(lambda: store.waiting >= 40, 10, "the API's workers all stuck in a query")
+        answers = [timed_get(f"{base}{path}") for _ in range(10) for path in ("/healthz", "/readyz", "/metrics")]
+        assert_fast(answers)
+        assert all(code == 200 for _, code, _ in answers), answers
+    finally:
+        release.set()
+        for t in busy:
+            t.join(10)
+        daemon.request_stop()
+        thread.join(10)
+        server.shutdown()
+
+
+def test_kept_alive_connections_have_tcp_nodelay() -> None:
+    """Without TCP_NODELAY each response on a kept-alive connection waits for the client's
+    delayed ACK (about 40 ms): uvicorn writes headers and body apart."""
+    import http.client
+
+    daemon, metrics = memory_daemon()
+    server = start_server("127.0.0.1:0", daemon, metrics, 2.0)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+        for _ in range(2):  # the same connection, kept alive
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+        (sock,) = server.open_sockets()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        conn.close()
+    finally:
+        server.shutdown()

@@ -40,14 +40,14 @@ def test_defaults_are_the_design_contract(monkeypatch, tmp_path):
 
 
 def test_file_is_laid_over_defaults_with_env_interpolation(tmp_path, monkeypatch):
-    monkeypatch.setenv("NW_TEST_DSN", "postgresql://u:secret@db:5432/x")
+    monkeypatch.setenv("NW_TEST_DSN", "postgresql://u:s3cr3t-pw@db:5432/x")
     c = load_config(write(tmp_path, "store:\n  backend: postgres\n  postgres: {dsn: '${NW_TEST_DSN}'}\n"
                                     "lock: {ttl: 20s, renew_deadline: 15s}\n"))
-    assert c["store"]["postgres"]["dsn"] == "postgresql://u:secret@db:5432/x"
+    assert c["store"]["postgres"]["dsn"] == "postgresql://u:s3cr3t-pw@db:5432/x"
     assert c["store"]["sqlite"]["path"] == "nightwatch.db"
     assert c["lock"]["ttl"] == 20.0 and c["lock"]["renew_interval"] == 2.0
     shown = masked(c)
-    assert "secret" not in yaml.safe_dump(shown)
+    assert "s3cr3t-pw" not in yaml.safe_dump(shown)
     assert shown["store"]["postgres"]["dsn"] == "postgresql://u:******@db:5432/x"
 
 

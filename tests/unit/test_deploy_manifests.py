@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 KUBERNETES_ADAPTER = ROOT / "nightwatch" / "adapters" / "jobs" / "kubernetes.py"
 SELECTOR_LABELS = {"app.kubernetes.io/name": "nightwatch"}  # as before: a Deployment's selector is immutable
+API_TOKEN = "t" * 64
 RECOMMENDED_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
                       "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"}
 
@@ -75,6 +76,8 @@ def config_text() -> str:
 def configmap_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> dict[str, Any]:
     monkeypatch.setenv("NIGHTWATCH_MYSQL_PASSWORD", "secret")
     monkeypatch.setenv("NIGHTWATCH_REDIS_URL", "redis://:secret@redis:6379/0")
+    monkeypatch.setenv("NIGHTWATCH_API_TOKEN", API_TOKEN)
+    monkeypatch.setenv("NIGHTWATCH_SESSION_SECRET", "s" * 64)
     path = tmp_path / "nightwatch.yaml"
     path.write_text(text)
     return load_config(str(path))
@@ -97,7 +100,8 @@ def test_kustomization_lists_every_manifest() -> None:
     listed = set(kustomization()["resources"])
     assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
     assert {k for doc in rendered() for k in [doc["kind"]]} == {
-        "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget"}
+        "Namespace", "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "PodDisruptionBudget",
+        "Service"}
 
 
 def test_no_secret_is_applied_and_the_example_provides_every_variable_the_config_reads() -> None:
@@ -118,6 +122,23 @@ def test_configmap_is_a_valid_nightwatch_config(tmp_path: Path, monkeypatch: pyt
     assert cfg["lock"]["redis"]["urls"] == ["redis://:secret@redis:6379/0"]
     assert cfg["jobs"]["kubernetes"]["kubeconfig"] is None  # in a pod: the service account
     assert cfg["server"]["listen"] == "0.0.0.0:9090"
+    # the API token and the session secret come from the Secret: writes on, one secret for every replica
+    assert cfg["server"]["auth"]["tokens"] == [API_TOKEN]
+    assert cfg["server"]["auth"]["session_secret"] == "s" * 64
+
+
+def test_the_service_reaches_every_replica_on_the_http_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    service, deployment = one("Service"), one("Deployment")
+    assert service["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    assert service["spec"]["type"] == "ClusterIP"  # reached by port-forward or an Ingress, not exposed
+    assert service["spec"]["selector"] == SELECTOR_LABELS == deployment["spec"]["selector"]["matchLabels"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    (port,) = service["spec"]["ports"]
+    cfg = configmap_config(tmp_path, monkeypatch, config_text())
+    assert ports[port["targetPort"]] == int(cfg["server"]["listen"].rsplit(":", 1)[1])
+    # standbys serve the API too: a replica is in the Service while /readyz says leader or standby
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
 
 def test_a_config_change_rolls_the_pods(tmp_path: Path) -> None:
