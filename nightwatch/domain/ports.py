@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -184,6 +184,12 @@ class JobGateway(Protocol):
         ``tail`` lines (None = all), then, with ``follow``, new lines as they come until the
         Job ends. Memory stays bounded whatever the log's size. JobNotFoundError when there
         is no Job or no log yet; BackendUnavailableError."""
+        ...
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` (cheap, thread-safe, never blocking) whenever a Job of nightwatch may
+        have changed (a watch event, a local process exiting), so the sync runs at once rather
+        than at its next tick. A gateway that cannot tell may never call it."""
         ...
 
     def close(self) -> None: ...

@@ -64,6 +64,7 @@ class SQLTaskStore(TaskStore):
         self.where = where
         self._clock = clock
         self._dialect: Dialect = DIALECTS[engine.dialect.name]
+        self.listen_connect: Callable[[], Any] | None = None  # PostgreSQL: a connection for LISTEN
 
     # -- the boundary ----------------------------------------------------------------------
 
@@ -408,4 +409,6 @@ def postgres_store(dsn: str, clock: Clock, *, connect_timeout: float = 5, statem
         isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_size=pool_size, max_overflow=0,
         pool_timeout=connect_timeout + statement_timeout, **_ENGINE,
     )
-    return SQLTaskStore(engine, clock, f"store.postgres ({params.get('host') or 'local socket'}:{port})")
+    store = SQLTaskStore(engine, clock, f"store.postgres ({params.get('host') or 'local socket'}:{port})")
+    store.listen_connect = lambda: psycopg.connect(dsn, **session)  # outside the pool: held while leading
+    return store
