@@ -24,17 +24,16 @@ CHANNEL = "nightwatch_task"
 FUNCTION = "nightwatch_task_notify"
 TRIGGER = "nightwatch_task_notify"
 
+# No ";" ends a line inside the body: tools that split a script on ";\n" keep it whole.
 CREATE_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION {FUNCTION}() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   IF (TG_OP = 'INSERT' AND NEW.status = 'Normal')
      OR (TG_OP = 'UPDATE' AND NEW.status = 'Normal' AND OLD.status IS DISTINCT FROM 'Normal')
      OR (TG_OP = 'UPDATE' AND NEW.cancel_requested_at IS NOT NULL
-         AND OLD.cancel_requested_at IS DISTINCT FROM NEW.cancel_requested_at) THEN
-    PERFORM pg_notify('{CHANNEL}', NEW.id::text);
-  END IF;
-  RETURN NULL;
-END
+         AND OLD.cancel_requested_at IS DISTINCT FROM NEW.cancel_requested_at)
+  THEN PERFORM pg_notify('{CHANNEL}', NEW.id::text); END IF; RETURN NULL
+; END
 $$"""
 
 
