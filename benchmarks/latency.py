@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import threading
@@ -45,6 +44,7 @@ from tests.sql_databases import mysql_database, postgres_database  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TERMINAL = {"Succeeded", "Failed", "Cancelled"}
+LAUNCH_PER_RUN = [500]  # --launch-per-run
 
 
 def pct(values: list[float]) -> str:
@@ -66,7 +66,8 @@ def store_config(name: str, tmp: Path) -> Iterator[dict[str, Any]]:
     else:
         admin = os.environ.get("NIGHTWATCH_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
         with postgres_database(admin) as dsn:
-            yield {"backend": "postgres", "postgres": {"dsn": dsn, "listen": os.environ.get("BENCH_LISTEN", "1") == "1"}}
+            listen = os.environ.get("BENCH_LISTEN", "1") == "1"  # BENCH_LISTEN=0: the tick alone
+            yield {"backend": "postgres", "postgres": {"dsn": dsn, "listen": listen}}
 
 
 class Leader:
@@ -78,7 +79,7 @@ class Leader:
             "jobs": {"backend": jobs, jobs: {"state_dir": str(tmp / "state"), **jobs_cfg} if jobs == "local"
                      else jobs_cfg},
             "server": {"listen": ""}, "log": {"level": "warning"},
-            "watchers": {"history": {"enabled": False}},
+            "watchers": {"history": {"enabled": False}, "task": {"launch_per_run": LAUNCH_PER_RUN[0]}},
         }
         self.container = build_container(load_config(str(ROOT / "config" / "nightwatch.yaml"), overrides))
         self.daemon = self.container.daemon()
@@ -180,19 +181,18 @@ def idle(name: str, args: argparse.Namespace) -> None:
               f"leader CPU {100 * cpu / wall:.1f} % of one core")
 
 
-def fill(engine: sa.Engine, name: str, n: int, info: str = "{\"image\": \"busybox\", \"command\": [\"true\"]}") -> None:
-    series = {"postgres": f"SELECT 'b-' || i FROM generate_series(1, {n}) i",
-              "mariadb": f"SELECT CONCAT('b-', seq) FROM seq_1_to_{n}"}.get(name)
+def fill(engine: sa.Engine, name: str, n: int, info: str = '{"image": "busybox", "command": ["true"]}', *,
+         status: str = "Normal", prefix: str = "b-") -> None:
+    """``n`` rows in one INSERT ... SELECT (one transaction, one statement)."""
+    head = "INSERT INTO task (name, namespace, info, status) "
+    query = {
+        "postgres": f"{head}SELECT '{prefix}' || i, 'default', :i, :s FROM generate_series(1, {n}) i",
+        "mariadb": f"{head}SELECT CONCAT('{prefix}', seq), 'default', :i, :s FROM seq_1_to_{n}",
+        "sqlite": f"WITH RECURSIVE q(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM q WHERE i < {n}) "
+                  f"{head}SELECT '{prefix}' || i, 'default', :i, :s FROM q",
+    }[name]
     with engine.begin() as conn:
-        if series is None:  # sqlite
-            conn.execute(sa.text(f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {n}) "
-                                 "INSERT INTO task (name, namespace, info, status) "
-                                 "SELECT 'b-' || i, 'default', :i, 'Normal' FROM s"), {"i": info})
-        else:
-            conn.execute(sa.text(f"INSERT INTO task (name, namespace, info, status) SELECT x.n, 'default', :i, 'Normal'"
-                                 f" FROM ({series}) AS x(n)" if name == "postgres" else
-                                 f"INSERT INTO task (name, namespace, info, status) SELECT CONCAT('b-', seq),"
-                                 f" 'default', :i, 'Normal' FROM seq_1_to_{n}"), {"i": info})
+        conn.execute(sa.text(query), {"i": info, "s": status})
 
 
 def burst(name: str, args: argparse.Namespace) -> None:
@@ -208,6 +208,31 @@ def burst(name: str, args: argparse.Namespace) -> None:
               f"last {last} ({len(done)} terminal)")
 
 
+PROBES = {  # the candidates for the MariaDB/SQLite probe
+    "MAX(id) WHERE status = 'Normal' (chosen)": "SELECT MAX(id) FROM task WHERE status = 'Normal'",
+    "COUNT(*) WHERE status = 'Normal'": "SELECT COUNT(*) FROM task WHERE status = 'Normal'",
+    "MAX(cancel_requested_at)": "SELECT MAX(cancel_requested_at) FROM task",
+}
+
+
+def probe(name: str, args: argparse.Namespace) -> None:
+    """What each candidate probe costs with ``--probe-rows`` finished rows and ``--burst`` Normal."""
+    with tempfile.TemporaryDirectory() as d, store_config(name, Path(d)) as cfg, \
+            Leader(cfg, "fake", Path(d), default_duration=3600) as leader:
+        leader.daemon.scheduler.pause()  # leave the rows as they are
+        engine = leader.store.engine
+        fill(engine, name, args.probe_rows, status="Succeeded", prefix="d-")
+        fill(engine, name, args.burst, prefix="n-")
+        for label, query in PROBES.items():
+            times = []
+            with engine.connect() as conn:
+                for _ in range(50):
+                    t = time.perf_counter()
+                    conn.execute(sa.text(query)).scalar()
+                    times.append(time.perf_counter() - t)
+            print(f"{name:8} probe  {label:42} {pct(times)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stores", default="postgres,mariadb,sqlite")
@@ -216,9 +241,12 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--burst", type=int, default=20000)
     parser.add_argument("--burst-limit", type=float, default=600.0)
-    parser.add_argument("--only", default="latency,idle,burst")
+    parser.add_argument("--probe-rows", type=int, default=200000)
+    parser.add_argument("--only", default="latency,idle,burst", help="latency, idle, burst, probe")
+    parser.add_argument("--launch-per-run", type=int, default=500, help="1000000: the unbounded launch of before")
     args = parser.parse_args()
-    parts = {"latency": latency, "idle": idle, "burst": burst}
+    LAUNCH_PER_RUN[0] = args.launch_per_run
+    parts = {"latency": latency, "idle": idle, "burst": burst, "probe": probe}
     for name in args.stores.split(","):
         for part in args.only.split(","):
             with ExitStack():
