@@ -26,6 +26,7 @@ from nightwatch.app.config_rules import (
     MAX_DURATION,
     boolean,
     duration,
+    duration_or_off,
     duration_up_to,
     integer,
     listen,
@@ -205,7 +206,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
 TASK_WATCHER_SCHEMA: dict[str, Any] = {
     "spec": text(), "enabled": boolean, "batch_size": integer(1, 10000), "concurrency": integer(1, 256),
     "missing_grace": duration, "count_interval": duration, "launch_per_run": integer(1, 1_000_000),
-    "probe_interval": duration,
+    "probe_interval": duration_or_off,
 }
 WATCHER_SCHEMA: dict[str, Any] = {"spec": text(), "enabled": boolean}
 
