@@ -26,6 +26,7 @@ from nightwatch.app.config_rules import (
     MAX_DURATION,
     boolean,
     duration,
+    duration_or_off,
     duration_up_to,
     integer,
     listen,
@@ -160,7 +161,7 @@ SCHEMA: dict[str, Any] = {
                   "database": text(), "connect_timeout": duration, "read_timeout": duration, "write_timeout": duration,
                   "pool_size": integer(1, 64)},
         "postgres": {"dsn": text(), "connect_timeout": duration, "statement_timeout": duration,
-                     "pool_size": integer(1, 64)},
+                     "pool_size": integer(1, 64), "listen": boolean},
     },
     "lock": {
         "backend": one_of("memory", "file", "redis"),
@@ -196,7 +197,7 @@ SCHEMA: dict[str, Any] = {
 # so that the effective config (and ``config show``) has every key.
 OPTIONAL_DEFAULTS: dict[str, Any] = {
     "store": {"mysql": {"connect_timeout": "5s", "read_timeout": "10s", "write_timeout": "10s", "pool_size": 4},
-              "postgres": {"connect_timeout": "5s", "statement_timeout": "10s", "pool_size": 4}},
+              "postgres": {"connect_timeout": "5s", "statement_timeout": "10s", "pool_size": 4, "listen": True}},
     "lock": {"redis": {"socket_timeout": "500ms", "key_prefix": "nightwatch:"}},
     "jobs": {"local": {"record_path": None},
              "fake": {"default_duration": 1, "start_delay": 0, "record_path": None}},
@@ -204,7 +205,8 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
 
 TASK_WATCHER_SCHEMA: dict[str, Any] = {
     "spec": text(), "enabled": boolean, "batch_size": integer(1, 10000), "concurrency": integer(1, 256),
-    "missing_grace": duration, "count_interval": duration,
+    "missing_grace": duration, "count_interval": duration, "launch_per_run": integer(1, 1_000_000),
+    "probe_interval": duration_or_off,
 }
 WATCHER_SCHEMA: dict[str, Any] = {"spec": text(), "enabled": boolean}
 

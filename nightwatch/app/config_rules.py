@@ -75,6 +75,17 @@ def duration(key: str, v: Any) -> float:
     return seconds
 
 
+def duration_or_off(key: str, v: Any) -> float:
+    """A duration, or 0 (``0``, ``0s``) for "not at all"."""
+    if not isinstance(v, bool) and isinstance(v, str | int | float):
+        try:
+            if parse_duration(v) == 0:
+                return 0.0
+        except ValueError:
+            pass
+    return duration(key, v)
+
+
 def duration_up_to(maximum: float, why: str) -> Check:
     def check_(key: str, v: Any) -> Any:
         seconds = duration(key, v)

@@ -114,6 +114,40 @@ def kubernetes_gateway(cfg: dict[str, Any], defaults: JobDefaults, clock: Clock)
     )
 
 
+TASK_WATCHER = "task"  # the watcher that events wake
+
+
+def wired_scheduler(watchers: list[Any], clock: Clock, metrics: Metrics, gateway: Any) -> Scheduler:
+    """The scheduler, woken by the gateway when a Job may have changed."""
+    scheduler = Scheduler(watchers, clock, metrics=metrics)
+    gateway.set_wake(lambda: scheduler.wake(TASK_WATCHER))
+    return scheduler
+
+
+def store_notifier(store: Any, store_cfg: dict[str, Any], watchers_cfg: dict[str, Any], scheduler: Scheduler,
+                   metrics: Metrics) -> Iterator[Any]:
+    """PostgreSQL: LISTEN (``store.postgres.listen``); MariaDB/MySQL and SQLite: the probe every
+    ``watchers.task.probe_interval`` (0 = none); else none (the tick alone)."""
+    task = (watchers_cfg or {}).get(TASK_WATCHER) or {}
+    backend = store_cfg["backend"]
+    notifier: Any = None
+    if task.get("enabled", True):
+        def wake() -> None:
+            scheduler.wake(TASK_WATCHER)
+
+        notify = importlib.import_module("nightwatch.adapters.store.notify")
+        on_lost = metrics.notify_fallbacks.inc
+        if backend == "postgres" and (store_cfg.get("postgres") or {}).get("listen", True):
+            notifier = notify.PostgresListener(store.listen_connect, wake, on_lost=on_lost)
+        elif backend in ("mysql", "sqlite") and task.get("probe_interval", 0.25) > 0:
+            notifier = notify.Probe(store.engine, wake, task.get("probe_interval", 0.25), on_lost=on_lost)
+    try:
+        yield notifier
+    finally:
+        if notifier is not None:
+            notifier.close()
+
+
 def closing(adapter: Any) -> Iterator[Any]:
     try:
         yield adapter
@@ -175,6 +209,8 @@ class Container(containers.DeclarativeContainer):
         history_retention=config.history.retention,
     )
     watchers = providers.Singleton(build_watchers, watcher_deps, config.watchers)
+    scheduler = providers.Singleton(wired_scheduler, watchers, clock, metrics, gateway)
+    notifier = providers.Resource(store_notifier, store, config.store, config.watchers, scheduler, metrics)
     daemon = providers.Singleton(
         Daemon,
         store=store,
@@ -183,10 +219,11 @@ class Container(containers.DeclarativeContainer):
             renew_interval=config.lock.renew_interval, renew_deadline=config.lock.renew_deadline,
             retry_interval=config.lock.retry_interval, metrics=metrics,
         ),
-        scheduler=providers.Singleton(Scheduler, watchers, clock, metrics=metrics),
+        scheduler=scheduler,
         shutdown_timeout=config.server.shutdown_timeout,
         retry_interval=config.lock.retry_interval,
         migrate=config.store.migrate,
+        notifier=notifier,
     )
 
 

@@ -9,12 +9,16 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import wait as wait_futures
+from typing import TYPE_CHECKING
 
 from nightwatch.app.elector import LeaderElector
 from nightwatch.app.scheduler import Scheduler
 from nightwatch.domain.errors import BackendUnavailableError, ConfigError, FencedError, LockTimeoutError
 from nightwatch.domain.model import Fence
 from nightwatch.domain.ports import TaskStore
+
+if TYPE_CHECKING:
+    from nightwatch.adapters.store.notify import Notifier
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ class Daemon:
         retry_interval: float = 1.0,
         step_down_timeout: float = 1.0,
         migrate: str = "auto",
+        notifier: Notifier | None = None,
     ) -> None:
         self.store = store
         self.elector = elector
@@ -46,6 +51,7 @@ class Daemon:
         self._shutdown_timeout = shutdown_timeout
         self._retry_interval = retry_interval
         self._step_down_timeout = step_down_timeout
+        self._notifier = notifier  # the store's new-row events, while leading (adapters/store/notify.py)
         self._migrate_mode = migrate  # auto: upgrade the schema before leading; off: refuse while behind
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -60,6 +66,7 @@ class Daemon:
         elector.on_stepped_down = self._stepped_down
         scheduler.on_fenced = self.fenced
         scheduler.on_fatal = self.fail
+        scheduler.on_wake = self._wake.set  # an event asked for a run: tick now
 
     # -- control from other threads (signal handlers, the HTTP server) -----------------------
 
@@ -205,6 +212,7 @@ class Daemon:
         self.migrated = True
 
     def _turn(self) -> None:
+        self._wake.clear()  # before the tick: a wake that comes during it is not lost
         if self._fenced is not None:
             error, self._fenced = self._fenced, None
             self.elector.step_down("fenced", str(error))
@@ -212,7 +220,6 @@ class Daemon:
         if self.elector.is_leader:
             delay = min(delay, self.scheduler.tick())
             self._wake.wait(min(delay, 1.0))
-            self._wake.clear()
         else:
             self._standby_wait(delay)
 
@@ -232,8 +239,12 @@ class Daemon:
     def _elected(self, fence: Fence) -> None:
         if self._schedule:
             self.scheduler.start(fence)
+            if self._notifier is not None:
+                self._notifier.resume()
 
     def _stepped_down(self, reason: str) -> None:
+        if self._notifier is not None:
+            self._notifier.pause()
         # On shutdown the run already had its time (see _drain): cancel it and let go at once.
         self.scheduler.stop(0 if reason == "shutdown" else self._step_down_timeout, cancel_at_once=True)
 
@@ -247,6 +258,8 @@ class Daemon:
             logger.info("%s: released lock %r for a standby to take over", self.elector.identity,
                         self.elector.lock.name, extra={"replica": self.elector.identity})
         self.scheduler.close()
+        if self._notifier is not None:
+            self._notifier.close()
         logger.info("%s: stopped", self.elector.identity, extra={"replica": self.elector.identity})
 
 

@@ -58,6 +58,14 @@ class Metrics:
         self.watcher_runs = Counter(
             "nightwatch_watcher_runs_total", "Watcher runs", ["watcher", "result"], registry=r
         )
+        self.watcher_wakes = Counter(
+            "nightwatch_watcher_wakes_total", "Runs asked for by an event (a new row, a Job that changed)",
+            ["watcher"], registry=r,
+        )
+        self.notify_fallbacks = Counter(
+            "nightwatch_notify_fallbacks_total", "Times the store's change notifications were lost "
+            "(the watchers poll on their schedule until they are back)", registry=r,
+        )
         self.watcher_run_seconds = Histogram(
             "nightwatch_watcher_run_seconds", "Watcher run duration", ["watcher"], registry=r
         )

@@ -56,6 +56,7 @@ def task_watcher(deps: WatcherDeps, config: Mapping[str, Any]) -> Watcher:
         count_interval=config.get("count_interval", 30.0),
         retries=deps.retries,
         retry_policy=deps.retry_policy,
+        launch_per_run=config.get("launch_per_run", 500),
     )
 
 

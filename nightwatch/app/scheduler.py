@@ -102,6 +102,7 @@ class _Entry:
     slot: Slot = Slot(0.0)
     running: Future[bool] | None = None
     ctx: RunContext | None = field(default=None)
+    woken: bool = False  # a wake is pending: run as soon as no run of this watcher is going
 
 
 class Scheduler:
@@ -134,6 +135,7 @@ class Scheduler:
         self._active = False
         self._once: Future[bool] | None = None
         self._mutex = threading.Lock()
+        self.on_wake: Callable[[], None] | None = None  # the daemon sets it: tick now, do not sleep
 
     @property
     def active(self) -> bool:
@@ -150,14 +152,40 @@ class Scheduler:
             self._fence = fence
             for e in self._entries:
                 e.slot = e.schedule.first(mono, wall)
+                e.woken = False
             self._active = True
 
+    def wake(self, name: str) -> None:
+        """Run watcher ``name`` as soon as possible: now if it is idle, else once more right
+        after the run in flight. Wakes before that run starts collapse into one. Thread-safe and
+        never blocking (gateways and listeners call it from their own threads); while this
+        replica does not lead it does nothing. The periodic schedule is left as it is."""
+        with self._mutex:
+            if not self._active:
+                return
+            entry = next((e for e in self._entries if e.watcher.name == name), None)
+            if entry is None or entry.woken:
+                return
+            entry.woken = True
+        self._metrics.watcher_wakes.labels(name).inc()
+        if self.on_wake is not None:
+            self.on_wake()
+
+    def _woken_run_ended(self, entry: _Entry) -> None:
+        if entry.woken and self.on_wake is not None:  # woken while it ran: the next run is due now
+            self.on_wake()
+
     def tick(self) -> float:
-        """Start every due run; seconds until the next one is due."""
+        """Start every due or woken run; seconds until the next one is due."""
         if not self._active:
             return 3600.0
         mono, wall = self._clock.monotonic(), self._clock.now()
         for e in self._entries:
+            if e.woken and (e.running is None or e.running.done()):
+                with self._mutex:
+                    e.woken = False
+                self._start(e)
+                continue
             if e.slot.due > mono:
                 continue
             if e.slot.wall is not None and wall < e.slot.wall:  # the wall clock stepped back since
@@ -168,12 +196,26 @@ class Scheduler:
                 logger.info("watcher %s: previous run still going; skipping this one", e.watcher.name)
                 self._metrics.watcher_runs.labels(e.watcher.name, "skipped").inc()
                 continue
-            e.ctx = RunContext(fence=self._fence)
-            if self._pool is None:
-                self._run(e.watcher, e.ctx)
-            else:
-                e.running = self._pool.submit(self._run, e.watcher, e.ctx)
+            self._start(e)
+        if any(e.woken and (e.running is None or e.running.done()) for e in self._entries):
+            return 0.0
         return max(0.0, min((e.slot.due for e in self._entries), default=3600.0) - self._clock.monotonic())
+
+    def _start(self, e: _Entry) -> None:
+        e.ctx = RunContext(fence=self._fence)
+        if self._pool is None:
+            self._run(e.watcher, e.ctx)
+            self._after_run(e)
+        else:
+            e.running = self._pool.submit(self._run, e.watcher, e.ctx)
+            e.running.add_done_callback(lambda _: self._after_run(e))
+
+    def _after_run(self, e: _Entry) -> None:
+        """A watcher with more work than one run does (a launch backlog) asks for the next at
+        once; a wake that came during the run is due now."""
+        if getattr(e.watcher, "backlog", False) and not (e.ctx is not None and e.ctx.cancelled.is_set()):
+            self.wake(e.watcher.name)
+        self._woken_run_ended(e)
 
     def run_all_once(self, fence: Fence | None, ctx: RunContext | None = None) -> bool:
         """Run every watcher once, one after the other (``nightwatch run --once``), each whatever
@@ -221,6 +263,8 @@ class Scheduler:
         ``timeout`` to finish and cancelled after that. True if none is left running."""
         with self._mutex:
             self._active = False
+            for e in self._entries:
+                e.woken = False
             running = [(e.watcher.name, e.running) for e in self._entries
                        if e.running is not None and not e.running.done()]
             if self._once is not None and not self._once.done():

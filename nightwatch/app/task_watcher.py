@@ -50,8 +50,11 @@ class TaskWatcher(Watcher):
         count_interval: float = 30.0,
         retries: int = 0,
         retry_policy: RetryPolicy | None = None,
+        launch_per_run: int = 500,
     ) -> None:
         self.name = name
+        self._launch_per_run = launch_per_run
+        self.backlog = False  # the last run left Normal tasks for the next: the scheduler runs it at once
         self.spec = spec
         self._store = store
         self._gateway = gateway
@@ -92,11 +95,15 @@ class TaskWatcher(Watcher):
             self._pool = None
 
     def launch(self, ctx: RunContext) -> None:
-        """Every ``Normal`` task, oldest first, to the end of the set: cancel those asked to,
-        start the next attempt of those reset after they finished, skip those backed off or
-        waiting for their ``retry_at``, launch the rest."""
+        """``Normal`` tasks, oldest first, up to ``launch_per_run`` of them (else to the end of
+        the set): cancel those asked to, start the next attempt of those reset after they
+        finished, skip those backed off or waiting for their ``retry_at``, launch the rest.
+        Bounded so that the sync after it writes finished Jobs back while a backlog is being
+        launched; the rest is left with ``backlog`` set, and the next run comes at once."""
         now = self._clock.monotonic()
         seen: set[int] = set()
+        left = self._launch_per_run
+        self.backlog = False
         with self._guard:
             self._unavailable_streak = 0
         for page in self._pages((TaskStatus.NORMAL,), ctx):
@@ -107,7 +114,13 @@ class TaskWatcher(Watcher):
             # a cancel or a reset is a store write, not a launch: never held back by the backoff
             due = [t for t in page if self._backoff.due(t.id, now) or t.cancel_requested_at is not None
                    or t.finished_at is not None]
+            if len(due) > left:
+                due, self.backlog = due[:left], True
+            left -= len(due)
             self._each(due, lambda t: self._prepare_and_launch(t, ctx), ctx)
+            if self.backlog or left <= 0:
+                self.backlog = True  # the next page may hold more: a run at once looks
+                return
             if self._backend_down():
                 logger.warning("%s watcher: the job backend keeps failing; launching again next run",
                                self.name)

@@ -195,8 +195,9 @@ class JobGateway(Protocol):
         ...
 
     def set_wake(self, wake: Callable[[], None]) -> None:
-        """``wake()`` (cheap, thread-safe, never blocking) is called whenever a Job of nightwatch
-        may have changed (a watch event, a local process exiting). Default: never called."""
+        """Call ``wake()`` (cheap, thread-safe, never blocking) whenever a Job of nightwatch may
+        have changed (a watch event, a local process exiting), so the sync runs at once rather
+        than at its next tick. A gateway that cannot tell may never call it (the default)."""
         return None
 
     def retire(self, task: Task) -> None:

@@ -17,7 +17,7 @@ from nightwatch.app.config import default_config_text
 
 NIGHTWATCH = [sys.executable, "-m", "nightwatch"]
 SEED = Path(__file__).parent.parent / "contract" / "seed" / "task-table.sqlite.sql"
-HEAD = "0006"
+HEAD = "0007"
 
 
 @pytest.fixture

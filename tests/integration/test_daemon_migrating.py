@@ -126,7 +126,7 @@ def test_once_the_other_migration_is_done_the_daemon_migrates_and_becomes_ready(
         log = lambda: (tmp_path / "daemon.log").read_text()  # noqa: E731
         wait_until(lambda: (r := get(port, "/readyz"))[0] == 200 and r[1].startswith("leader"), 20,
                    lambda: f"/readyz 200 leader\n{log()}")
-        assert "schema at 0006" in log()
+        assert "schema at 0007" in log()
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(10) == 0

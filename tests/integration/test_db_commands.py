@@ -19,11 +19,11 @@ def test_the_sql_script_starts_at_the_databases_revision(server_db: Target) -> N
     assert "CREATE TABLE nightwatch_alembic_version" in fresh.stdout
     assert nightwatch(config, "db", "migrate").returncode == 0
     assert nightwatch(config, "db", "migrate", "--sql").stdout.strip() == (
-        "-- the schema is at 0006 already: nothing to do")
+        "-- the schema is at 0007 already: nothing to do")
     server_db.admin.execute("UPDATE nightwatch_alembic_version SET version_num = '0004'")
     status = nightwatch(config, "db", "status")
     assert (status.returncode, status.stdout.strip()) == (
-        2, "schema at 0004, nightwatch needs 0006: run nightwatch db migrate")
+        2, "schema at 0004, nightwatch needs 0007: run nightwatch db migrate")
     later = nightwatch(config, "db", "migrate", "--sql").stdout
     assert "0005" in later and "CREATE TABLE IF NOT EXISTS task_event" in later
     assert "ADD COLUMN IF NOT EXISTS attempt" in later and "idx_task_namespace_id" in later

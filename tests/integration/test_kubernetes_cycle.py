@@ -43,7 +43,8 @@ class Cycle:
         self.gateway = KubernetesJobGateway(kubeconfig=str(kubeconfig), qps=0, clock=clock,
                                             forbidden_grace=forbidden_grace)
         self.watcher = TaskWatcher(self.store, self.gateway, clock, allowed_namespaces=allowed,
-                                   missing_grace=missing_grace)
+                                   missing_grace=missing_grace,
+                                   launch_per_run=100_000)  # one run() here = every task launched, as it was
         self.fence = Fence("nightwatch", self.store.begin_term("nightwatch"))
 
     def add(self, name: str, namespace: str = "default", **info: object) -> Task:

@@ -203,9 +203,9 @@ def test_a_database_made_by_0_1_is_stamped_and_its_ddl_not_run_again(db: Databas
     assert_at_head(db.engine)
     ddl = [s for s in sent if re.match(r"\s*(CREATE|ALTER|DROP)\b", s, re.I)]
     touched = [s for s in ddl if "nightwatch_alembic_version" not in s]
-    # 0.1 made the task table, message and nightwatch_leader: only the (status, id) index, 0005 and 0006 are new
+    # 0.1 made the task table, message and nightwatch_leader: only the (status, id) index, 0005, 0006 and 0007 are new
     assert touched and all(re.search(r"idx_task_status|task_event|idx_task_namespace_id|nightwatch_replica|"
-                                     r"nightwatch_leader_change|" + "|".join(LIFECYCLE), s)
+                                     r"nightwatch_leader_change|nightwatch_task_notify|" + "|".join(LIFECYCLE), s)
                            for s in touched), touched
     assert not any(re.search(r"ADD COLUMN message|CREATE TABLE (IF NOT EXISTS )?(task|nightwatch_leader)\b", s, re.I)
                    for s in sent)
@@ -471,7 +471,7 @@ def test_the_sql_script_from_a_revision_holds_only_the_later_ones() -> None:
     assert not re.search(r"CREATE TABLE IF NOT EXISTS nightwatch_leader\b", script)
     assert "ADD COLUMN IF NOT EXISTS message" not in script
     latest = migrations.offline_sql("postgresql", start="0004")
-    assert "idx_task_status_id" not in latest and "version_num='0006'" in latest.replace(" ", "")
+    assert "idx_task_status_id" not in latest and "version_num='0007'" in latest.replace(" ", "")
     assert "CREATE TABLE IF NOT EXISTS nightwatch_replica" in latest
     assert "CREATE TABLE IF NOT EXISTS task_event" in latest
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_task_namespace_id" in latest

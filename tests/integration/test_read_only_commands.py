@@ -72,7 +72,7 @@ def test_read_only_commands_under_an_open_transaction_leave_the_users_inserts_un
             assert took < 1.0, f"{command}: the user's INSERT waited {took:.1f}s"
             if schema == "behind" and command != ["config", "show"]:
                 assert proc.returncode == 2
-                assert error_line(proc).endswith("nightwatch needs 0006: run nightwatch db migrate")
+                assert error_line(proc).endswith("nightwatch needs 0007: run nightwatch db migrate")
             elif command == ["task", "get", "1"]:
                 assert proc.returncode == 1 and "no task with id 1" in proc.stderr.lower() or proc.returncode == 0
             else:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nightwatch.adapters.jobs.recording import append_line
@@ -118,6 +118,7 @@ class FakeJobGateway(JobGateway):
         self.get_calls = 0  # one per launch that met an existing Job
         self.fail_next_creates = 0  # the next N launches raise BackendUnavailableError
         self.unavailable = False  # every call raises BackendUnavailableError
+        self.wake: Callable[[], None] | None = None  # set_wake
         self.closed = False
 
     # -- the port ---------------------------------------------------------------------------
@@ -184,6 +185,10 @@ class FakeJobGateway(JobGateway):
                 raise JobNotFoundError(f"no Job for attempt {task.attempt} of task {task.id}")
             lines = list(job.output) if self._clock.monotonic() >= job.starts_at else []
         return iter(lines[-tail:] if tail is not None and tail > 0 else [] if tail == 0 else lines)
+
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """Kept for tests (``self.wake``); the fake's Jobs change with its clock, not by events."""
+        self.wake = wake
 
     def close(self) -> None:
         self.closed = True

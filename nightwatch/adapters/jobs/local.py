@@ -59,7 +59,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -72,6 +72,7 @@ from nightwatch.adapters.jobs._local_cancel import (
     mark_cancelled,
     reap_cancelled,
 )
+from nightwatch.adapters.jobs._local_exits import ExitWatcher
 from nightwatch.adapters.jobs._local_files import (
     SYSTEM_PATH,
     is_wrapper_of,
@@ -148,6 +149,7 @@ class LocalJobGateway(JobGateway):
         self._meta: dict[str, dict[str, tuple[tuple[int, int], _Meta]]] = {}  # ns -> name -> meta
         self._swept: dict[str, float] = {}  # namespace -> monotonic time of its last TTL sweep
         self._has_proc = os.path.exists("/proc/self/cmdline")
+        self._exits = ExitWatcher(self._children, self._mutex)  # started by set_wake
 
     # -- the port ---------------------------------------------------------------------------
 
@@ -188,6 +190,7 @@ class LocalJobGateway(JobGateway):
             if _LABEL.match(task.namespace):
                 by_namespace.setdefault(task.namespace, []).append(task)
         result: dict[int, JobState] = {}
+        unfinished: list[str] = []
         try:
             for namespace, members in by_namespace.items():
                 entries = self._list(namespace)
@@ -203,9 +206,12 @@ class LocalJobGateway(JobGateway):
                         if is_cancelled(job_dir):
                             self._finish_cancel(job_dir)  # gone; its processes are being stopped
                             continue
-                        result[task.id] = self._state(job_dir, meta)
+                        state = result[task.id] = self._state(job_dir, meta)
+                        if state.phase in (JobPhase.PENDING, JobPhase.RUNNING):
+                            unfinished.append(job_dir)
         except OSError as e:
             raise BackendUnavailableError(f"local jobs: cannot read {self.jobs_dir}: {e}") from e
+        self._exits.running_elsewhere(unfinished)
         return result
 
     def cancel(self, task: Task) -> None:
@@ -246,8 +252,13 @@ class LocalJobGateway(JobGateway):
             raise JobNotFoundError(f"no log yet for attempt {task.attempt} of task {task.id} (not started)")
         return read_logs(paths, tail, follow, lambda: self._ended(job_dir), stop=stop)
 
+    def set_wake(self, wake: Callable[[], None]) -> None:
+        """``wake()`` when a Job's process exits (see _local_exits)."""
+        self._exits.start(wake)
+
     def close(self) -> None:
         """Reap what has finished. Running Jobs are left alone: they outlive the daemon."""
+        self._exits.close()
         self._reap()
 
     # -- beyond the port ----------------------------------------------------------------------

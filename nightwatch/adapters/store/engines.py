@@ -116,4 +116,6 @@ def postgres_store(dsn: str, clock: Clock, *, connect_timeout: float = 5, statem
     )
     from nightwatch.adapters.store.sql import SQLTaskStore  # which imports this module
 
-    return SQLTaskStore(engine, clock, f"store.postgres ({params.get('host') or 'local socket'}:{port})")
+    store = SQLTaskStore(engine, clock, f"store.postgres ({params.get('host') or 'local socket'}:{port})")
+    store.listen_connect = lambda: psycopg.connect(dsn, **session)  # outside the pool: held while leading
+    return store

@@ -65,6 +65,7 @@ class SQLTaskStore(TaskStore):
         self.where = where
         self._clock = clock
         self._dialect: Dialect = DIALECTS[engine.dialect.name]
+        self.listen_connect: Callable[[], Any] | None = None  # PostgreSQL: a connection for LISTEN
 
     # -- the boundary ----------------------------------------------------------------------
 
