@@ -50,6 +50,20 @@ def configure(level: str = "info", fmt: str = "text", replica: str | None = None
     threading.excepthook = _log_thread_exception
     for noisy in ("urllib3", "kubernetes", "psycopg.pool", "alembic"):  # migrations log their own steps
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    handler.addFilter(_lost_on_return)  # on the handler: a logger's filter misses its children's records
+
+
+def _lost_on_return(record: logging.LogRecord) -> bool:
+    """SQLAlchemy's pool logs an error with a traceback when the rollback of a connection given
+    back to it fails: the server went away under a transaction. The pool has discarded that
+    connection and the store has already reported the outage; keep one warning line of it."""
+    if (record.name.startswith("sqlalchemy.pool") and record.exc_info
+            and record.getMessage().startswith("Exception during reset")):
+        error = record.exc_info[1]
+        record.msg, record.args = "store: a connection lost under a transaction was discarded (%s)", (error,)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+    return True
 
 
 def _log_thread_exception(args: threading.ExceptHookArgs) -> None:
