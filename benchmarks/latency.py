@@ -212,7 +212,7 @@ def idle(name: str, jobs: str, args: argparse.Namespace) -> None:
         fill(leader.store.engine, name, n)
         wait_for(lambda: len(leader.created) >= n, 300)
         if api:  # every Job running, then left as it is
-            wait_for(lambda: sum(1 for j in api.jobs() if j["status"].get("active")) >= n, 60)
+            wait_for(lambda: api.running() >= n, 60)
             api.pin_all()
         time.sleep(3)
 

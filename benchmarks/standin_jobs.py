@@ -72,6 +72,10 @@ class MeteredStandIn(ApiStandIn):
                     total += time.clock_gettime(time.pthread_getcpuclockid(ident))
         return total
 
+    def running(self) -> int:
+        with self._mutex:
+            return sum(1 for job in self._jobs.values() if job["status"].get("active"))
+
     def pin_all(self) -> None:
         """Every Job as it is now stays so (the ticker stops scanning them)."""
         with self._mutex:
