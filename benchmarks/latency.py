@@ -3,20 +3,31 @@
 
 For each store (PostgreSQL with LISTEN/NOTIFY, MariaDB and SQLite with the index probe) a
 fresh database is migrated and a real leader (the container's daemon, in this process, file
-lock, ``watchers.task.spec: @every 2s`` as shipped) is started with local Jobs; then:
+lock, ``watchers.task.spec: @every 2s`` as shipped) is started, for each of ``--jobs``:
 
-- ``--tasks`` rows are inserted one at a time, a few tens of ms apart, each a short local Job
-  (``sleep 0.3``): row inserted -> Job created (gateway.launch returned), and Job finished
-  (mtime of its ``exit`` file) -> row terminal (the status write returned);
-- idle: ``--idle-in-flight`` long fake Jobs in flight and nothing changing, for ``--idle-seconds``:
-  database statements per watcher run and the leader's CPU (this process) per second;
-- burst: ``--burst`` rows inserted at once (one INSERT ... SELECT) with fake Jobs that end
-  after 0.5 s: time to the first terminal row and to the last.
+- ``local``: local Jobs (latency) and fake Jobs (idle, burst);
+- ``kubernetes``: ``jobs.backend: kubernetes`` (the shipped qps/burst) against the API stand-in
+  of the tests, in this process (benchmarks/standin_jobs.py), whose ticker moves Jobs on a time
+  rule; its own CPU is subtracted from the leader's; one warm-up task (not measured) first, as
+  the first launch also sets up the API client (about 1 s).
 
-Prints p50 / p95 / max. The Kubernetes stand-in is not covered (local and fake Jobs only).
+Then:
 
-    .venv/bin/python benchmarks/latency.py                                  # all three stores
-    .venv/bin/python benchmarks/latency.py --stores sqlite --tasks 200 --burst 20000
+- ``--tasks`` rows are inserted one at a time, a few tens of ms apart, each a short Job
+  (local: ``sleep 0.3``; stand-in: running after 0.1 s, complete after 0.3 s): row inserted ->
+  Job created (local: gateway.launch returned; stand-in: it stored the POSTed Job), and Job
+  finished (local: mtime of its ``exit`` file; stand-in: its ticker marked it Complete) -> row
+  terminal (the status write returned);
+- idle: ``--idle-in-flight`` long Jobs in flight and nothing changing, for ``--idle-seconds``:
+  database statements (and, on the stand-in, API calls) per watcher run and the leader's CPU
+  per second;
+- burst: ``--burst`` rows inserted at once (one INSERT ... SELECT) with Jobs that end after
+  0.5 s: time to the first terminal row and to the last.
+
+Prints p50 / p95 / max.
+
+    .venv/bin/python benchmarks/latency.py                                  # all three stores, both
+    .venv/bin/python benchmarks/latency.py --stores sqlite --jobs kubernetes --tasks 200 --burst 2000
 """
 
 from __future__ import annotations
@@ -30,13 +41,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
+import standin_jobs  # noqa: E402  (benchmarks/, the script's directory)
 
 from nightwatch.app.config import load_config  # noqa: E402
 from nightwatch.app.container import build_container  # noqa: E402
@@ -143,9 +155,30 @@ def wait_for(check: Callable[[], bool], limit: float) -> bool:
     return False
 
 
-def latency(name: str, args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as d, store_config(name, Path(d)) as cfg, \
-            Leader(cfg, "local", Path(d)) as leader:
+@contextmanager
+def jobs_leader(name: str, jobs: str, d: Path, *, fake_duration: float, start_after: float = 0.0,
+                finish_after: float | None = None) -> Iterator[tuple[Leader, standin_jobs.MeteredStandIn | None]]:
+    """A leader on ``name``: with fake Jobs of ``fake_duration`` s (``jobs="fake"``), local Jobs,
+    or the stand-in's Jobs on its time rule (``jobs="kubernetes"``)."""
+    with store_config(name, d) as cfg:
+        if jobs != "kubernetes":
+            extra = {"default_duration": fake_duration} if jobs == "fake" else {}
+            with Leader(cfg, jobs, d, **extra) as leader:
+                yield leader, None
+            return
+        with standin_jobs.standin(d, start_after=start_after, finish_after=finish_after) as (api, k8s), \
+                Leader(cfg, "kubernetes", d, **k8s) as leader:
+            if finish_after is not None:  # the first launch also sets up the API client: not measured
+                insert(leader.store.engine, "warm-up", '{"image": "busybox"}')
+                wait_for(lambda: len(leader.terminal) >= 1, 60)
+                for seen in (leader.created, leader.terminal, api.created_at, api.finished_at):
+                    seen.clear()
+            yield leader, api
+
+
+def latency(name: str, jobs: str, args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as d, \
+            jobs_leader(name, jobs, Path(d), fake_duration=0, start_after=0.1, finish_after=0.3) as (leader, api):
         engine = leader.store.engine
         info = json.dumps({"image": "busybox", "command": ["sleep", "0.3"]})
         inserted: dict[str, float] = {}
@@ -155,28 +188,49 @@ def latency(name: str, args: argparse.Namespace) -> None:
         wait_for(lambda: len(leader.terminal) >= args.tasks, 120)
         with engine.connect() as conn:
             ids = dict(conn.execute(sa.text("SELECT name, id FROM task")).all())
-        to_job = [leader.created[ids[n]] - t for n, t in inserted.items() if ids[n] in leader.created]
-        state = Path(d) / "state" / "jobs" / "default"
-        to_row = []
-        for n in inserted:
-            exit_file = state / n / "exit"
-            if ids[n] in leader.terminal and exit_file.exists():
-                to_row.append(leader.terminal[ids[n]] - exit_file.stat().st_mtime)
-        print(f"{name:8} local  row inserted -> Job created : {pct(to_job)}")
-        print(f"{name:8} local  Job finished -> row terminal: {pct(to_row)}")
+        created = api.created_at if api else leader.created
+        to_job = [created[ids[n]] - t for n, t in inserted.items() if ids[n] in created]
+        finished: dict[int, float] = {ids[n]: api.finished_at[ids[n]] for n in inserted
+                                      if api and ids[n] in api.finished_at}
+        if api is None:
+            state = Path(d) / "state" / "jobs" / "default"
+            for n in inserted:
+                exit_file = state / n / "exit"
+                if exit_file.exists():
+                    finished[ids[n]] = exit_file.stat().st_mtime
+        to_row = [leader.terminal[i] - t for i, t in finished.items() if i in leader.terminal]
+        label = "k8s  " if api else "local"
+        print(f"{name:8} {label}  row inserted -> Job created : {pct(to_job)}")
+        print(f"{name:8} {label}  Job finished -> row terminal: {pct(to_row)}")
 
 
-def idle(name: str, args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as d, store_config(name, Path(d)) as cfg, \
-            Leader(cfg, "fake", Path(d), default_duration=3600) as leader:
-        fill(leader.store.engine, name, args.idle_in_flight)
-        wait_for(lambda: len(leader.created) >= args.idle_in_flight, 300)
+def idle(name: str, jobs: str, args: argparse.Namespace) -> None:
+    jobs = "fake" if jobs == "local" else jobs
+    with tempfile.TemporaryDirectory() as d, \
+            jobs_leader(name, jobs, Path(d), fake_duration=3600) as (leader, api):
+        n = args.idle_in_flight
+        fill(leader.store.engine, name, n)
+        wait_for(lambda: len(leader.created) >= n, 300)
+        if api:  # every Job running, then left as it is
+            wait_for(lambda: api.running() >= n, 60)
+            api.pin_all()
         time.sleep(3)
-        runs, statements, cpu, t0 = leader.runs(), leader.statements, time.process_time(), time.monotonic()
+
+        def sample() -> tuple[float, ...]:
+            calls = sum(api.requests.values()) if api else 0
+            return (leader.runs(), leader.statements, calls, time.process_time() - (api.cpu() if api else 0),
+                    time.monotonic())
+
+        before = sample()
+        verbs = dict(api.requests) if api else {}
         time.sleep(args.idle_seconds)
-        runs, statements = leader.runs() - runs, leader.statements - statements
-        cpu, wall = time.process_time() - cpu, time.monotonic() - t0
-        print(f"{name:8} idle   {args.idle_in_flight} in flight: {runs:.0f} runs in {wall:.0f}s, "
+        runs, statements, calls, cpu, wall = (x - y for x, y in zip(sample(), before, strict=True))
+        label = "k8s " if api else "fake"
+        extra = ""
+        if api:
+            made = {v: c - verbs.get(v, 0) for v, c in api.requests.items() if c > verbs.get(v, 0)}
+            extra = f"{calls / max(runs, 1):.1f} API calls per run ({calls:.0f} in all: {made or 'none'}), "
+        print(f"{name:8} idle   {label} {n} in flight: {runs:.0f} runs in {wall:.0f}s, {extra}"
               f"{statements / max(runs, 1):.1f} statements per run ({statements / wall:.1f}/s with the probe), "
               f"leader CPU {100 * cpu / wall:.1f} % of one core")
 
@@ -195,16 +249,18 @@ def fill(engine: sa.Engine, name: str, n: int, info: str = '{"image": "busybox",
         conn.execute(sa.text(query), {"i": info, "s": status})
 
 
-def burst(name: str, args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as d, store_config(name, Path(d)) as cfg, \
-            Leader(cfg, "fake", Path(d), default_duration=0.5) as leader:
+def burst(name: str, jobs: str, args: argparse.Namespace) -> None:
+    jobs = "fake" if jobs == "local" else jobs
+    with tempfile.TemporaryDirectory() as d, \
+            jobs_leader(name, jobs, Path(d), fake_duration=0.5, finish_after=0.5) as (leader, api):
         t0 = time.time()
         fill(leader.store.engine, name, args.burst)
         wait_for(lambda: len(leader.terminal) >= args.burst, args.burst_limit)
         done = sorted(leader.terminal.values())
         first = f"{done[0] - t0:.2f} s" if done else "none"
         last = f"{done[-1] - t0:.1f} s" if len(done) >= args.burst else f"not all within {args.burst_limit}s"
-        print(f"{name:8} burst  {args.burst} at once (fake Jobs of 0.5 s): first terminal {first}, "
+        label = "k8s " if api else "fake"
+        print(f"{name:8} burst  {label} {args.burst} at once (Jobs of 0.5 s): first terminal {first}, "
               f"last {last} ({len(done)} terminal)")
 
 
@@ -215,7 +271,7 @@ PROBES = {  # the candidates for the MariaDB/SQLite probe
 }
 
 
-def probe(name: str, args: argparse.Namespace) -> None:
+def probe(name: str, jobs: str, args: argparse.Namespace) -> None:
     """What each candidate probe costs with ``--probe-rows`` finished rows and ``--burst`` Normal."""
     with tempfile.TemporaryDirectory() as d, store_config(name, Path(d)) as cfg, \
             Leader(cfg, "fake", Path(d), default_duration=3600) as leader:
@@ -236,6 +292,7 @@ def probe(name: str, args: argparse.Namespace) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stores", default="postgres,mariadb,sqlite")
+    parser.add_argument("--jobs", default="local,kubernetes", help="local (local and fake Jobs), kubernetes")
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--idle-in-flight", type=int, default=1000)
     parser.add_argument("--idle-seconds", type=float, default=20.0)
@@ -249,8 +306,8 @@ def main() -> int:
     parts = {"latency": latency, "idle": idle, "burst": burst, "probe": probe}
     for name in args.stores.split(","):
         for part in args.only.split(","):
-            with ExitStack():
-                parts[part](name, args)
+            for jobs in args.jobs.split(",")[:1] if part == "probe" else args.jobs.split(","):
+                parts[part](name, jobs, args)
     return 0
 
 
