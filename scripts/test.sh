@@ -28,7 +28,9 @@ fi
 .venv/bin/mypy
 
 set +e
-.venv/bin/python -m pytest "$@"
+# Four workers (pytest-xdist) even on 2 cores: most tests wait on real daemons and servers, not
+# on a CPU. NIGHTWATCH_TEST_WORKERS=0 runs everything in this one process.
+.venv/bin/python -m pytest -n "${NIGHTWATCH_TEST_WORKERS:-4}" "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
