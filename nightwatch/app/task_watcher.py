@@ -7,11 +7,12 @@ import logging
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
+from datetime import datetime
 from typing import TypeVar
 
 from nightwatch.app.launch_backoff import RETRY_BASE, RETRY_MAX, LaunchBackoff
 from nightwatch.app.metrics import Metrics
-from nightwatch.app.task_lifecycle import TaskLifecycle
+from nightwatch.app.task_lifecycle import TaskLifecycle, aware
 from nightwatch.domain.errors import (
     BackendUnavailableError,
     ConfigError,
@@ -30,6 +31,11 @@ T = TypeVar("T")
 KNOWN_STATUSES = frozenset(s.value for s in TaskStatus)
 UNEXPECTED_ATTEMPTS = 5  # launches of one task that may meet an unexpected error before it fails
 __all__ = ["RETRY_BASE", "RETRY_MAX", "UNEXPECTED_ATTEMPTS", "TaskWatcher"]
+
+
+def _waiting(task: Task, now: datetime) -> bool:
+    """A ``Normal`` task whose automatic retry's delay has not run out yet."""
+    return task.retry_at is not None and aware(task.retry_at) > now
 
 
 class TaskWatcher(Watcher):
@@ -100,7 +106,7 @@ class TaskWatcher(Watcher):
         finished, skip those backed off or waiting for their ``retry_at``, launch the rest.
         Bounded so that the sync after it writes finished Jobs back while a backlog is being
         launched; the rest is left with ``backlog`` set, and the next run comes at once."""
-        now = self._clock.monotonic()
+        now, wall = self._clock.monotonic(), self._clock.now()
         seen: set[int] = set()
         left = self._launch_per_run
         self.backlog = False
@@ -112,19 +118,21 @@ class TaskWatcher(Watcher):
             self._check_term(ctx)
             seen.update(t.id for t in page)
             # a cancel or a reset is a store write, not a launch: never held back by the backoff
-            due = [t for t in page if self._backoff.due(t.id, now) or t.cancel_requested_at is not None
-                   or t.finished_at is not None]
+            # nor by a retry delay; tasks that only wait do not count against the run's bound
+            due = [t for t in page if t.cancel_requested_at is not None or t.finished_at is not None
+                   or (self._backoff.due(t.id, now) and not _waiting(t, wall))]
             if len(due) > left:
                 due, self.backlog = due[:left], True
             left -= len(due)
             self._each(due, lambda t: self._prepare_and_launch(t, ctx), ctx)
-            if self.backlog or left <= 0:
-                self.backlog = True  # the next page may hold more: a run at once looks
-                return
             if self._backend_down():
+                self.backlog = False  # the next run waits for its tick, not at once
                 logger.warning("%s watcher: the job backend keeps failing; launching again next run",
                                self.name)
                 return  # go on to sync instead of timing out on every remaining task
+            if self.backlog or left <= 0:
+                self.backlog = True  # the next page may hold more: a run at once looks
+                return
         if not ctx.cancelled.is_set():  # a whole pass: forget tasks that are no longer Normal
             self._backoff.keep_only(seen)
 

@@ -56,3 +56,25 @@ def test_the_scheduler_runs_a_backlogged_watcher_again_at_once_until_done_each_l
     assert not store.count_by_status().get("Normal")
     assert first_terminal is not None and first_terminal <= 2  # not after the whole backlog (15 runs)
     assert Counter(c[2] for c in gateway.created) == Counter({t: 1 for t in range(1, 101)})
+
+
+def test_tasks_waiting_for_their_retry_delay_take_no_part_of_the_bound():
+    """600 old tasks wait out a retry delay: a fresh one behind them is still launched, and the
+    run does not call for another at once (nothing it could do: no busy loop)."""
+    from dataclasses import replace
+    from datetime import timedelta
+
+    clock, store, gateway, watcher = setup(601, launch_per_run=500)
+    later = clock.now() + timedelta(hours=1)
+    for task_id in range(1, 601):
+        store.tasks[task_id] = replace(store.tasks[task_id], retry_at=later)
+    watcher.run(RunContext(fence=None))
+    assert [c[2] for c in gateway.created] == [601]
+    assert not watcher.backlog
+
+
+def test_a_failing_backend_ends_the_backlog_until_the_next_tick():
+    clock, store, gateway, watcher = setup(100, launch_per_run=25, concurrency=4)
+    gateway.unavailable = True
+    watcher.run(RunContext(fence=None))
+    assert not watcher.backlog and not gateway.created
