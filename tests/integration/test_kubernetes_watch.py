@@ -234,3 +234,17 @@ def test_a_job_added_by_someone_else_comes_through_the_watch(make: Any, standin:
     standin.add_job(build_job_manifest(adopted, JobSpec(image="x")))  # e.g. created by another replica
     standin.settle(g)
     assert g.observe([t, adopted]) == {1: JobState(JobPhase.RUNNING), 2: JobState(JobPhase.RUNNING)}
+
+
+def test_streams_that_end_as_soon_as_they_begin_are_retried_with_a_growing_delay(
+        make: Any, standin: ApiStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy that answers a watch and closes it at once must not get a request storm: such
+    retries back off (0.2 s doubling), as failed ones do."""
+    g = make()
+    t = task(1)
+    launched(g, standin, t)
+    monkeypatch.setattr(standin.watches, "stream", lambda *args, **kwargs: iter(()))  # ends at once
+    standin.watches.drop_streams()
+    standin.reset_counts()
+    time.sleep(2.0)
+    assert 1 <= standin.requests["watch"] <= 6, standin.requests  # 0.2 + 0.4 + 0.8: a handful, not hundreds

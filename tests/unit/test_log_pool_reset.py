@@ -17,8 +17,8 @@ def test_a_failed_pool_reset_is_one_warning_line() -> None:
     try:
         raise ConnectionError("Lost connection to MySQL server during query")
     except ConnectionError:
-        logging.getLogger("sqlalchemy.pool.impl.QueuePool").error("Exception during reset or similar", exc_info=True)
-        logging.getLogger("nightwatch.app").error("a bug", exc_info=True)  # other errors keep theirs
+        logging.getLogger("sqlalchemy.pool.impl.QueuePool").exception("Exception during reset or similar")
+        logging.getLogger("nightwatch.app").exception("a bug")  # other errors keep theirs
 
     pool, ours = (json.loads(line) for line in buffer.getvalue().splitlines())
     assert pool["level"] == "warning" and "exc" not in pool

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 SERVER_TIMEOUT = 300  # seconds: the API server ends a watch after this (kube's default is 30-60 min)
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 30.0  # seconds between failed reconnects (doubling, jittered)
+MIN_STREAM = 1.0  # seconds a watch request must last to count as working (else its retries back off)
 _KEEP_LABELS = (TASK_ID_LABEL, ATTEMPT_LABEL)
 
 Call = Callable[..., dict[str, Any]]  # the gateway's counted, rate-limited request
@@ -145,13 +146,17 @@ class NamespaceWatch:
                 logger.info("kubernetes job gateway: no task in flight in namespace %s; not watching it",
                             self.namespace)
                 return
+            started = time.monotonic()
             try:
                 if self._rv is None or time.monotonic() >= resync_at:
                     self._relist()
                     resync_at = time.monotonic() + self._resync
+                started = time.monotonic()
                 self._stream(max(1, min(SERVER_TIMEOUT, int(resync_at - time.monotonic()) + 1)))
-                delay = BACKOFF_FIRST
-                continue
+                if time.monotonic() - started >= MIN_STREAM:  # a watch that did its job: again at once
+                    delay = BACKOFF_FIRST
+                    continue
+                # ended as soon as it began (a proxy that closes streams?): back off, growing
             except ApiException as e:
                 if e.status == 410:  # our resourceVersion is too old: LIST again, at once
                     logger.info("kubernetes job gateway: watch of namespace %s expired (410); listing again",
@@ -168,9 +173,14 @@ class NamespaceWatch:
                     return
                 logger.info("kubernetes job gateway: watch of namespace %s broke (%s); reconnecting",
                             self.namespace, e)
-                if self._stopped.wait(BACKOFF_FIRST):
-                    return
-                continue
+                if time.monotonic() - started >= MIN_STREAM:  # it had been working: reconnect soon
+                    delay = BACKOFF_FIRST
+                    if self._stopped.wait(BACKOFF_FIRST):
+                        return
+                    continue
+            except Exception:  # a bug: logged, and the namespace reads Unknown until it recovers
+                logger.exception("kubernetes job gateway: watch of namespace %s failed", self.namespace)
+                self._broken("unexpected error (logged)")
             if self._stopped.wait(delay * random.uniform(0.8, 1.2)):  # noqa: S311 - jitter, not crypto
                 return
             delay = min(BACKOFF_MAX, delay * 2)
