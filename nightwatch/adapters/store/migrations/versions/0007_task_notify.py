@@ -1,7 +1,9 @@
 """PostgreSQL only: a trigger on task that NOTIFYs ``nightwatch_task`` when a ``Normal`` row
 is inserted, when a row is set (back) to ``Normal`` (the user's reset, a retry) and when a
 cancel is requested, so the leader (LISTENing) launches or cancels at once instead of at its
-next tick. The payload is the task id. ``CREATE OR REPLACE`` + ``DROP TRIGGER IF EXISTS``
+next tick. The payload is empty: PostgreSQL folds identical notifications of one
+transaction into one, so a bulk INSERT of 20,000 rows queues one, not 20,000 (the leader reads
+the table, not the payload). ``CREATE OR REPLACE`` + ``DROP TRIGGER IF EXISTS``
 make it safe to run again, online or offline (``--sql``). MariaDB/MySQL and SQLite: nothing
 (the leader probes them instead, see adapters/store/notify.py).
 
@@ -32,7 +34,7 @@ BEGIN
      OR (TG_OP = 'UPDATE' AND NEW.status = 'Normal' AND OLD.status IS DISTINCT FROM 'Normal')
      OR (TG_OP = 'UPDATE' AND NEW.cancel_requested_at IS NOT NULL
          AND OLD.cancel_requested_at IS DISTINCT FROM NEW.cancel_requested_at)
-  THEN PERFORM pg_notify('{CHANNEL}', NEW.id::text); END IF; RETURN NULL
+  THEN PERFORM pg_notify('{CHANNEL}', ''); END IF; RETURN NULL
 ; END
 $$"""
 
