@@ -232,7 +232,15 @@ def idle(name: str, jobs: str, args: argparse.Namespace) -> None:
             extra = f"{calls / max(runs, 1):.1f} API calls per run ({calls:.0f} in all: {made or 'none'}), "
         print(f"{name:8} idle   {label} {n} in flight: {runs:.0f} runs in {wall:.0f}s, {extra}"
               f"{statements / max(runs, 1):.1f} statements per run ({statements / wall:.1f}/s with the probe), "
-              f"leader CPU {100 * cpu / wall:.1f} % of one core")
+              f"leader CPU {100 * cpu / wall:.1f} % of one core, RSS {rss_mib():.0f} MiB"
+              f"{' (the stand-in included)' if api else ''}")
+
+
+def rss_mib() -> float:
+    """This process's resident set now (the leader runs in it), from /proc."""
+    with open("/proc/self/status") as f:
+        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return kib / 1024
 
 
 def fill(engine: sa.Engine, name: str, n: int, info: str = '{"image": "busybox", "command": ["true"]}', *,
