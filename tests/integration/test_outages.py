@@ -201,7 +201,9 @@ def test_a_database_down_at_start_keeps_a_standby_that_starts_work_when_it_comes
         replica = c.start("r1")
         assert_one_warning_per_retry(replica, "store", window=3.0)
         assert replica.proc.poll() is None and not replica.elections()
-        private_database.start()
+        # The server alone: the daemon creates its database itself (creating it from here too
+        # raced with the daemon's first connection, which then met "Unknown database").
+        private_database.server.start()
         c.leader(timeout=10)
         tasks = private_database.tasks
         tasks.insert(20)

@@ -52,8 +52,9 @@ def mysql_store(host: str, port: int, user: str, password: str, database: str, c
     connect_args = {"connect_timeout": connect_timeout, "read_timeout": read_timeout, "write_timeout": write_timeout,
                     "init_command": f"SET time_zone = '+00:00', innodb_lock_wait_timeout = {lock_wait},"
                                     " sql_mode = CONCAT_WS(',', @@sql_mode, 'STRICT_TRANS_TABLES')"}
-    url = sa.URL.create("mysql+pymysql", username=user, password=password or None, host=host, port=int(port),
-                        database=database, query={"charset": "utf8mb4"})
+    server_url = sa.URL.create("mysql+pymysql", username=user, password=password or None, host=host,
+                               port=int(port), query={"charset": "utf8mb4"})  # no database selected
+    url = server_url.set(database=database)
     engine = sa.create_engine(
         url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, pool_recycle=3600, pool_size=pool_size, **_ENGINE,
         max_overflow=0, pool_timeout=connect_timeout + read_timeout, connect_args=connect_args,
@@ -65,7 +66,8 @@ def mysql_store(host: str, port: int, user: str, password: str, database: str, c
     sa.event.listen(engine, "connect", lambda conn, _record: _idle_transaction_timeout(conn, idle))
 
     def create_database() -> None:  # on a fresh server the database itself may be missing
-        server = sa.create_engine(url.set(database=None), poolclass=sa.pool.NullPool, connect_args=connect_args)
+        # (not url.set(database=None): set() leaves a None argument as it was)
+        server = sa.create_engine(server_url, poolclass=sa.pool.NullPool, connect_args=connect_args)
         try:
             with server.connect() as conn:  # only when missing: a DML-only user may not create one
                 schemata = sa.text("SELECT 1 FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = :name")
